@@ -1,0 +1,3 @@
+from battui.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""battui report commands (being written)."""

@@ -1,0 +1,1 @@
+"""battui train commands (being written)."""

@@ -1,0 +1,1 @@
+"""battui watch commands (being written)."""

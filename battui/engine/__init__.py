@@ -1,0 +1,1 @@
+"""The training engine: runs, events, checkpoints. It never imports the UI."""

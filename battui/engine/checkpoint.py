@@ -1,0 +1,108 @@
+"""Checkpoints: plain tensors and containers, written atomically, loaded safely.
+
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), ...})
+    ckpt = load_checkpoint(path)               # weights_only=True, always
+    model, cfg = model_from_checkpoint(path)   # rebuilt and loaded, eval mode
+
+A checkpoint is a dict with `format: "battui"`, `version`, `model` (state dict),
+`config` (the resolved config as plain data), `epoch` (epochs completed) and,
+for `last.pt`, `optimizer`, `scheduler`, `method_state`, `rng` and `best_metric`.
+Nothing in it needs pickle's code execution, so `torch.load(weights_only=True)`
+reads it; a file that needs more (a pickled model object, a malicious payload)
+is refused without running it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from battui.errors import UserError
+
+FORMAT = "battui"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True`; any failure is a one-line UserError."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt"):
+            if candidate.exists():
+                path = candidate
+                break
+        else:
+            raise UserError(f"{path} is a folder with no checkpoints/best.pt or last.pt in it")
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise UserError(
+            f"{path} is not a plain-tensor checkpoint (refused to unpickle code: {first[:120]}); "
+            "only checkpoints written by battui (or plain state dicts) can be loaded"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: {msg[:160]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(
+            f"{path} is not a battui checkpoint (no config inside); "
+            "train with `battui train` or pass a run's checkpoints/best.pt"
+        )
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """`load_state_dict` with a one-line error naming the mismatch."""
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{where} does not fit the configured model: {detail[:200]}") from None
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model a checkpoint was trained with and load its weights (eval mode).
+
+    Returns (model, config, checkpoint dict).
+    """
+    from battui.config import config_from_dict
+    from battui.models import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    info = ckpt.get("data_info") or {}  # num_classes, in_channels, classes, image_size
+    num_classes = int(info.get("num_classes", 10))
+    in_channels = int(info.get("in_channels", 3))
+    model = build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels)
+    load_model_state(model, ckpt["model"], ckpt["path"])
+    model.to(device).eval()
+    return model, cfg, ckpt

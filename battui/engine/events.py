@@ -1,0 +1,222 @@
+"""Typed run events and the `events.jsonl` stream that carries them.
+
+The engine talks to the world only through these records; the dashboard, the
+headless log, `battui watch` and the reports read the same stream.
+
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.write(BatchEvent(epoch=0, batch=3, batches=10, step=3, loss=1.2))
+    for event in read_events(run_dir / "events.jsonl"):     # dicts with "type", "time"
+        ...
+    for event in follow_events(path, stop=lambda: done):     # tail -f, for live runs
+        ...
+
+Each line is one JSON object with `type` and `time` (unix seconds). Lines are
+appended and flushed as they happen; a reader skips a half-written last line.
+Per-class fields are lists indexed by class (the order of `run_started.classes`);
+matrices are lists of rows (rows = true class, columns = predicted class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    type: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    """The run's identity and shape; everything a viewer needs before numbers arrive."""
+
+    type: ClassVar[str] = "run_started"
+    run_name: str
+    run_dir: str
+    preset: str
+    method: str
+    dataset: str
+    model: str
+    device: str
+    classes: list[str]
+    epochs: int
+    batches_per_epoch: int
+    attack_steps: int  # training attack steps K: step histograms have K + 2 bins
+    train_size: int = 0
+    eval_size: int = 0
+    start_epoch: int = 0  # > 0 when resumed
+    world_size: int = 1
+    seed: int = 0
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class BatchEvent(Event):
+    """Progress: written every `train.log_every` batches and on the last batch of an epoch."""
+
+    type: ClassVar[str] = "batch"
+    epoch: int  # 0-based
+    batch: int  # batches done in this epoch (1..batches)
+    batches: int
+    step: int  # global optimiser step
+    loss: float
+    parts: dict[str, float] = field(default_factory=dict)  # named loss terms
+    lr: float = 0.0
+    images_per_s: float = 0.0
+    elapsed: float = 0.0  # seconds since the run (or resume) started
+
+
+@dataclass
+class TrainAttack(Event):
+    """What the training attack did, accumulated over the epoch so far.
+
+    step_hist[c][s]: samples of class c first misclassified after s attack steps,
+    s = 0..K; the last column (index K + 1) counts samples never misclassified.
+    target_confusion[c][j]: samples of class c whose adversarial example was predicted j.
+    """
+
+    type: ClassVar[str] = "train_attack"
+    epoch: int
+    batch: int  # batches covered so far
+    batches: int
+    partial: bool  # True while the epoch is still running
+    step_hist: list[list[int]]
+    target_confusion: list[list[int]]
+
+
+@dataclass
+class EvalEvent(Event):
+    """Per-class evaluation (DESIGN.md section 4); errors are percentages."""
+
+    type: ClassVar[str] = "eval"
+    epoch: int
+    split: str  # val | test
+    attack: dict  # name, eps, step_size, steps, restarts
+    n: int
+    counts: list[int]  # samples per class
+    standard: list[float]
+    boundary: list[float]
+    robust: list[float]
+    avg: dict[str, float]  # standard/boundary/robust -> mean over classes
+    worst: dict[str, float]  # standard/boundary/robust -> max over classes
+    adv_confusion: list[list[int]]
+    step_hist: list[list[int]]
+    method: dict = field(default_factory=dict)  # method state worth showing (e.g. FRL's)
+
+
+@dataclass
+class CheckpointEvent(Event):
+    type: ClassVar[str] = "checkpoint"
+    epoch: int  # epochs completed
+    path: str
+    kind: str  # last | best | manual
+    metric: float | None = None  # worst-class robust error on val, for best
+
+
+@dataclass
+class RunFinished(Event):
+    type: ClassVar[str] = "run_finished"
+    status: str  # completed | interrupted | failed
+    reason: str = ""
+    epoch: int = 0
+
+
+@dataclass
+class Message(Event):
+    """A line worth showing to the person watching (pause, resume, warnings)."""
+
+    type: ClassVar[str] = "message"
+    text: str
+    level: str = "info"  # info | warning | error
+
+
+EVENT_TYPES = {cls.type: cls for cls in (RunStarted, BatchEvent, TrainAttack, EvalEvent, CheckpointEvent, RunFinished, Message)}
+
+
+class EventWriter:
+    """Appends events to a JSONL file, one flushed line each."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, event: Event | dict) -> dict:
+        record = event.to_dict() if isinstance(event, Event) else event
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        if not self._file.closed:
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "type" in record else None
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """All complete events in the file; a half-written or corrupt line is skipped."""
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            record = _parse(line)
+            if record is not None:
+                events.append(record)
+    return events
+
+
+def follow_events(
+    path: str | Path,
+    stop: Callable[[], bool] = lambda: False,
+    poll: float = 0.2,
+) -> Iterator[dict | None]:
+    """Yield events as they are appended (like `tail -f`), from the start of the file.
+
+    Yields None after each poll that found nothing new, so a caller can check
+    its own state (and notice a writer that went quiet). Ends when `stop()` is
+    true. A partial last line is held back until its newline arrives.
+    """
+    path = Path(path)
+    while not path.exists():
+        if stop():
+            return
+        yield None
+        time.sleep(poll)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        pending = ""
+        while not stop():
+            chunk = fh.read()
+            if not chunk:
+                yield None
+                time.sleep(poll)
+                continue
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                record = _parse(line)
+                if record is not None:
+                    yield record
