@@ -1,0 +1,55 @@
+"""Datasets held in memory as tensors, and the batch iterator.
+
+    from battui.data import build_datasets, Batches
+    splits = build_datasets(cfg.data, seed=0)           # DataSplits(train, val, test, classes, ...)
+    for x, y in Batches(splits.train, 128, shuffle=True, augment=cfg.data.augment, device="cuda"):
+        ...                                             # x float32 [B,C,H,W] in [0,1], y long [B]
+
+Datasets (`data.name`): digits (scikit-learn's bundled 8x8 digits, the default),
+synthetic (generated, classes of unequal difficulty), cifar10, cifar100
+(python-pickle release under `data.root`), imagenette (fastai folder layout).
+`data.classes` keeps a subset of classes (indices or names; labels become
+0..k-1 in the order given). `val_per_class` images per class are held out of
+the training set (0 = no val split; the engine then validates on test).
+A missing dataset raises `UserError` saying where it looked and how to get it.
+"""
+
+from __future__ import annotations
+
+from battui.data.batches import Batches, crop_flip
+from battui.data.splits import ArraySplit, DataSplits, Pool, assemble
+from battui.errors import UserError
+
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenette")
+
+__all__ = ["DATASETS", "ArraySplit", "Batches", "DataSplits", "build_datasets", "crop_flip"]
+
+
+def _pools(cfg, seed: int) -> tuple[Pool, Pool | None]:
+    if cfg.name == "digits":
+        from battui.data.digits import load_digits_pool
+
+        return load_digits_pool(), None
+    if cfg.name == "synthetic":
+        from battui.data.synthetic import make_synthetic_pool
+
+        if cfg.per_class < 2 or cfg.channels < 1:
+            raise UserError("synthetic data needs data.per_class >= 2 and data.channels >= 1")
+        size = cfg.image_size or 8
+        # The images are the same for every run seed (like a real dataset); only the splits follow `seed`.
+        return make_synthetic_pool(10, cfg.per_class, size, cfg.channels, seed=0), None
+    if cfg.name in ("cifar10", "cifar100"):
+        from battui.data.cifar import load_cifar_pools
+
+        return load_cifar_pools(cfg.root, cfg.name, download=cfg.download)
+    if cfg.name == "imagenette":
+        from battui.data.imagenette import load_imagenette_pools
+
+        return load_imagenette_pools(cfg.root, cfg.image_size, download=cfg.download)
+    raise UserError(f"unknown dataset '{cfg.name}'; datasets: {', '.join(DATASETS)}")
+
+
+def build_datasets(cfg, seed: int = 0) -> DataSplits:
+    """Load `cfg.data` (a `DataConfig`) into train/val/test `DataSplits`; splits are seeded by `seed`."""
+    train, test = _pools(cfg, seed)
+    return assemble(train, test, cfg, seed=seed)
