@@ -1,0 +1,166 @@
+"""FRL (Reweight + Remargin): Xu et al., "To be Robust or to be Fair:
+Towards Fairness in Adversarial Training", ICML 2021 (public code
+hannxu123/fair_robust, ``frlrmrw.py``; DESIGN.md 3.2).
+
+Fine-tunes a pre-trained robust model. Between epochs, on a held-out
+validation split, per-class clean error e0_i and boundary error e1_i
+(clean right and adversarial wrong, PGD-``val_steps`` CE, uniform start) give
+
+    g0_i = e0_i - mean(e0) - tau,        g1_i = e1_i - mean(e1) - tau
+    lambda0 <- N(lambda0 + rate * g0),   lambda1 <- N(lambda1 + 2 * rate * g1)
+    lambda2 <- lambda2 + rate2 * g1
+    N(l) = clamp(l, min=0), rescaled to sum lim if its sum exceeds lim
+
+and the training loss of the next epoch is
+
+    w_i = 1/K + (K-1)/K * lambda_i - 1/K * sum_{j != i} lambda_j   (w0 from lambda0, w1 from lambda1)
+    eps_i = eps * clamp(exp(2 * lambda2_i), eps_scale_min, eps_scale_max)
+    L = sum_n [ w0_{y_n} CE(f(x_n), y_n) + beta * w1_{y_n} KL(p(x_n) || p(x'_n)) ]
+        / sum_n (w0_{y_n} + w1_{y_n})
+
+with x' the TRADES-KL attack under per-sample eps_{y_n} and step max_i(eps_i) / 4.
+The lambdas start at 0 (uniform weights, eps unchanged). To follow the
+reference exactly (it updates *before* each epoch's training), call
+``end_epoch`` once before the first epoch as well.
+
+Arguments:
+    eps (float): base Linf budget. (Default: 8/255)
+    step_size (float): step of the validation attack. (Default: 2/255)
+    steps (int): training attack steps. (Default: 10)
+    beta (float): weight of the KL term. (Default: 1.5)
+    tau (float): fairness tolerance (0.05 or 0.07 in the paper). (Default: 0.05)
+    rate (float): lambda0/lambda1 step. (Default: 0.05)
+    rate2 (float): lambda2 (remargin) step. (Default: 0.2)
+    lim (float): bound on sum(lambda0) and sum(lambda1). (Default: 0.5)
+    eps_scale_min, eps_scale_max (float): clamp of exp(2 lambda2). (Default: 0.98, 2.5)
+    val_steps (int): steps of the validation PGD. (Default: 20)
+    xi (float): std of the training attack's start noise. (Default: 0.001)
+    num_classes (int): K. (Default: 10)
+
+Shape:
+    x: [B, C, H, W] in [0, 1]; y: [B]; loss: scalar. State: lambda0/1/2 [K].
+
+Example::
+
+    method = build_method("frl", num_classes=10, tau=0.05)
+    method.end_epoch(model, val_batches)        # before epoch 1, then after each
+    out = method.loss(model, x, y)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from battui.attacks import eval_mode, kl_logits, linf_pgd, per_class_mean
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+
+
+def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
+    """Clamp at 0 and rescale so the sum is at most ``lim``."""
+    lam = lam.clamp(min=0)
+    total = lam.sum()
+    return lam * (lim / total) if total > lim else lam
+
+
+def class_weights(lam: Tensor) -> Tensor:
+    """w_i = 1/K + (K-1)/K lambda_i - 1/K sum_{j != i} lambda_j = 1/K + lambda_i - sum(lambda)/K."""
+    k = lam.numel()
+    return 1.0 / k + lam - lam.sum() / k
+
+
+class FRL(Method):
+    __doc__ = __doc__
+    name = "frl"
+    needs_validation = True
+
+    def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
+                 beta: float = 1.5, tau: float = 0.05, rate: float = 0.05, rate2: float = 0.2,
+                 lim: float = 0.5, eps_scale_min: float = 0.98, eps_scale_max: float = 2.5,
+                 val_steps: int = 20, xi: float = 0.001, num_classes: int = 10) -> None:
+        super().__init__(eps, step_size, steps)
+        self.beta, self.tau, self.rate, self.rate2 = float(beta), float(tau), float(rate), float(rate2)
+        self.lim = float(lim)
+        self.eps_scale_min, self.eps_scale_max = float(eps_scale_min), float(eps_scale_max)
+        self.val_steps, self.xi = int(val_steps), float(xi)
+        self.num_classes = int(num_classes)
+        zeros = torch.zeros(self.num_classes, dtype=torch.float64)
+        self.lambda0, self.lambda1, self.lambda2 = zeros.clone(), zeros.clone(), zeros.clone()
+
+    # -- per-class state -> weights and budgets
+    @property
+    def weights(self) -> tuple[Tensor, Tensor]:
+        """(w0, w1): per-class weights of the CE and KL terms, [K] each."""
+        return class_weights(self.lambda0), class_weights(self.lambda1)
+
+    @property
+    def eps_per_class(self) -> Tensor:
+        """Per-class attack budget [K]."""
+        scale = torch.exp(2 * self.lambda2).clamp(self.eps_scale_min, self.eps_scale_max)
+        return self.eps * scale
+
+    def update(self, clean_err: Tensor, bndy_err: Tensor) -> dict[str, float]:
+        """One multiplier update from per-class validation errors (fractions, [K])."""
+        e0 = clean_err.to(torch.float64).cpu()
+        e1 = bndy_err.to(torch.float64).cpu()
+        g0 = e0 - e0.mean() - self.tau
+        g1 = e1 - e1.mean() - self.tau
+        self.lambda0 = normalize_lambda(self.lambda0 + self.rate * g0, self.lim)
+        self.lambda1 = normalize_lambda(self.lambda1 + 2 * self.rate * g1, self.lim)
+        self.lambda2 = self.lambda2 + self.rate2 * g1
+        w0, w1 = self.weights
+        eps_c = self.eps_per_class
+        return {
+            "val_clean_error": float(e0.mean()), "val_boundary_error": float(e1.mean()),
+            "val_worst_clean_error": float(e0.max()), "val_worst_boundary_error": float(e1.max()),
+            "w0_max": float(w0.max()), "w1_max": float(w1.max()),
+            "eps_max": float(eps_c.max()), "eps_min": float(eps_c.min()),
+        }
+
+    def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        net = unwrap(model)
+        k = self.num_classes
+        ys, clean_ok, adv_ok = [], [], []
+        for x, y in val_batches:
+            with eval_mode(net), torch.no_grad():
+                clean_ok.append(net(x).argmax(1) == y)
+            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                           objective="ce", start="uniform")
+            adv_ok.append(res.adv_pred == y)
+            ys.append(y)
+        if not ys:
+            raise ValueError("frl: end_epoch needs a non-empty validation split")
+        y = torch.cat(ys)
+        ok, aok = torch.cat(clean_ok), torch.cat(adv_ok)
+        e0 = per_class_mean((~ok).double(), y, k)
+        e1 = per_class_mean((ok & ~aok).double(), y, k)
+        return self.update(e0, e1)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
+        eps_c = self.eps_per_class.to(device=x.device, dtype=x.dtype)
+        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=float(eps_c.max()) / 4,
+                       steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
+        w0, w1 = (w.to(device=x.device, dtype=x.dtype)[y] for w in self.weights)
+        model.train()
+        logits = model(x)
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        kl = kl_logits(logits, model(res.x_adv), reduction="none")
+        norm = (w0 + w1).sum()
+        ce_term = (w0 * ce).sum() / norm
+        kl_term = self.beta * (w1 * kl).sum() / norm
+        return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
+                            AttackRecord(res.steps_to_flip, res.adv_pred))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lambda0": self.lambda0.clone(), "lambda1": self.lambda1.clone(),
+                "lambda2": self.lambda2.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("lambda0", "lambda1", "lambda2"):
+            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
+            if t.shape != (self.num_classes,):
+                raise ValueError(f"frl: {key} has shape {tuple(t.shape)}, expected ({self.num_classes},)")
+            setattr(self, key, t)
