@@ -68,7 +68,7 @@ def test_overrides_are_typed():
         ("train.epochs=2.5", "train.epochs must be int"),
         ("data.augment=7", "data.augment must be bool"),
         ("method.name=batt", "did you mean 'bat'"),
-        ("method.betta=2", "did you mean 'beta'"),
+        ("method.stepz=2", "did you mean 'steps'"),
         ("train.epochs", "expects section.key=value"),
     ],
 )
