@@ -1,9 +1,9 @@
 """In-memory splits and the shared split mechanics every dataset goes through.
 
 A dataset loader returns a `Pool` (all its images and labels, plus an official
-test pool when the dataset has one); `assemble` then applies the class subset,
-the stratified test split (datasets without an official test split), the
-stratified validation hold-out and an optional resize, and returns `DataSplits`.
+test pool when the dataset has one); `assemble` then cuts the stratified test
+split (datasets without an official test split) and the stratified validation
+hold-out, keeps the class subset, resizes if asked, and returns `DataSplits`.
 
     pool = Pool(images, labels, classes=["0", "1", ...])
     splits = assemble(pool, None, cfg, seed=0)
@@ -128,15 +128,15 @@ def resolve_classes(wanted: list | None, classes: list[str]) -> list[int]:
     return out
 
 
-def select_classes(pool: Pool, keep: list[int]) -> Pool:
-    """Keep only `keep` (source indices) and relabel them 0..k-1 in that order."""
-    if keep == list(range(len(pool.classes))):
-        return pool
-    remap = torch.full((len(pool.classes),), -1, dtype=torch.long)
+def select_classes(split: ArraySplit, keep: list[int], num_source: int) -> ArraySplit:
+    """Keep only classes `keep` (source indices) and relabel them 0..k-1 in that order."""
+    if keep == list(range(num_source)):
+        return split
+    remap = torch.full((num_source,), -1, dtype=torch.long)
     remap[torch.tensor(keep)] = torch.arange(len(keep))
-    new = remap[pool.labels]
+    new = remap[split.labels]
     mask = new >= 0
-    return Pool(pool.images[mask], new[mask], [pool.classes[i] for i in keep])
+    return ArraySplit(split.images[mask], new[mask])
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -149,40 +149,41 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def assemble(train: Pool, test: Pool | None, cfg, seed: int = 0) -> DataSplits:
-    """Class subset -> test split (when `test` is None) -> val hold-out -> resize."""
+    """Test split (when `test` is None) -> val hold-out -> class subset -> resize.
+
+    The splits are cut over all classes before the subset is taken, so a class
+    subset sees exactly the images the full dataset puts in each split.
+    """
     keep = resolve_classes(cfg.classes, train.classes)
-    train = select_classes(train, keep)
-    k = len(train.classes)
+    num_source = len(train.classes)
     if test is None:
         if not 0.0 < cfg.test_fraction < 1.0:
             raise UserError(f"data.test_fraction must be between 0 and 1, got {cfg.test_fraction}")
-        rest, held = stratified_split(train.labels, k, fraction=cfg.test_fraction, seed=seed)
+        rest, held = stratified_split(train.labels, num_source, fraction=cfg.test_fraction, seed=seed)
         test = Pool(train.images[held], train.labels[held], train.classes)
         train = Pool(train.images[rest], train.labels[rest], train.classes)
-    else:
-        test = select_classes(test, keep)
     if cfg.val_per_class < 0:
         raise UserError(f"data.val_per_class must be >= 0, got {cfg.val_per_class}")
     full = ArraySplit(train.images, train.labels)
     if cfg.val_per_class:
-        rest, held = stratified_split(train.labels, k, per_class=cfg.val_per_class, seed=seed + 1)
+        rest, held = stratified_split(train.labels, num_source, per_class=cfg.val_per_class, seed=seed + 1)
         train_split, val_split = full.subset(rest), full.subset(held)
     else:
         train_split, val_split = full, empty_like(full)
     test_split = ArraySplit(test.images, test.labels)
+    splits = [select_classes(s, keep, num_source) for s in (train_split, val_split, test_split)]
     if cfg.image_size:
         if cfg.image_size < 8:
             raise UserError(f"data.image_size must be 0 (native) or at least 8, got {cfg.image_size}")
-        train_split, val_split, test_split = (
-            ArraySplit(resize(s.images, cfg.image_size), s.labels) for s in (train_split, val_split, test_split)
-        )
+        splits = [ArraySplit(resize(s.images, cfg.image_size), s.labels) for s in splits]
+    train_split, val_split, test_split = splits
     images = train_split.images
     return DataSplits(
         train=train_split,
         val=val_split,
         test=test_split,
-        classes=list(train.classes),
-        num_classes=k,
+        classes=[train.classes[i] for i in keep],
+        num_classes=len(keep),
         in_channels=int(images.shape[1]),
         image_size=int(images.shape[-1]),
     )

@@ -1,0 +1,102 @@
+"""Tiny datasets written in the real on-disk formats, for tests (no download, ever).
+
+    write_cifar10(tmp_path)        # tmp_path/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
+    write_cifar100(tmp_path)       # tmp_path/cifar-100-python/{train,test,meta}
+    write_imagenette(tmp_path)     # tmp_path/imagenette2-160/{train,val}/<wnid>/*.JPEG
+
+Then `--set data.root=<tmp_path>` finds them. Every image encodes its label so a
+test can check that images and labels stay paired: the red channel is
+`label_value(label)` everywhere, the green channel 255 minus that, blue is noise.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+IMAGENETTE_WNIDS = [
+    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+    "n03394916", "n03417042", "n03425413", "n03445777", "n03888605",
+]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def label_value(label: int, num_classes: int = 10) -> int:
+    """The red-channel value every image of class `label` carries."""
+    return int(round(label * 250 / max(num_classes - 1, 1)))
+
+
+def _images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [N, 3072] in CIFAR row layout: 1024 red, 1024 green, 1024 blue values."""
+    red = np.array([label_value(int(c), num_classes) for c in labels], dtype=np.uint8)
+    data = np.empty((len(labels), 3, 1024), dtype=np.uint8)
+    data[:, 0] = red[:, None]
+    data[:, 1] = 255 - red[:, None]
+    data[:, 2] = rng.integers(0, 256, size=(len(labels), 1024), dtype=np.uint8)
+    return data.reshape(len(labels), 3072)
+
+
+def _labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(np.repeat(np.arange(num_classes), per_class))
+
+
+def _dump(obj: dict, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_cifar10(root: str | Path, n_per_class: int = 5, n_test_per_class: int = 2, seed: int = 0) -> Path:
+    """A CIFAR-10 python release with `n_per_class` training images per class over 5 batches."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    train = _labels(10, n_per_class, rng)
+    for i, part in enumerate(np.array_split(np.arange(len(train)), 5), start=1):
+        labels = train[part]
+        _dump({b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels.tolist(),
+               b"data": _images(labels, 10, rng), b"filenames": [b"x.png"] * len(labels)},
+              folder / f"data_batch_{i}")
+    test = _labels(10, n_test_per_class, rng)
+    _dump({b"batch_label": b"testing batch 1 of 1", b"labels": test.tolist(), b"data": _images(test, 10, rng),
+           b"filenames": [b"x.png"] * len(test)}, folder / "test_batch")
+    _dump({b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072},
+          folder / "batches.meta")
+    return folder
+
+
+def write_cifar100(root: str | Path, n_per_class: int = 2, n_test_per_class: int = 1, seed: int = 0) -> Path:
+    """A CIFAR-100 python release (`train`, `test`, `meta`) with fine labels `fine00`..`fine99`."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, per_class in (("train", n_per_class), ("test", n_test_per_class)):
+        fine = _labels(100, per_class, rng)
+        _dump({b"batch_label": name.encode(), b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
+               b"data": _images(fine, 100, rng), b"filenames": [b"x.png"] * len(fine)}, folder / name)
+    _dump({b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
+           b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)]}, folder / "meta")
+    return folder
+
+
+def write_imagenette(
+    root: str | Path, n_train_per_class: int = 4, n_val_per_class: int = 2, size: tuple[int, int] = (48, 40),
+    subdir: str = "imagenette2-160", seed: int = 0,
+) -> Path:
+    """JPEG class folders `train/<wnid>/`, `val/<wnid>/` as in fastai's imagenette2-160.tgz."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / subdir
+    w, h = size
+    for split, count in (("train", n_train_per_class), ("val", n_val_per_class)):
+        for label, wnid in enumerate(IMAGENETTE_WNIDS):
+            (folder / split / wnid).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.empty((h, w, 3), dtype=np.uint8)
+                pixels[..., 0] = label_value(label)
+                pixels[..., 1] = 255 - label_value(label)
+                pixels[..., 2] = rng.integers(100, 156)
+                Image.fromarray(pixels).save(folder / split / wnid / f"{wnid}_{i}.JPEG", quality=95)
+    return folder

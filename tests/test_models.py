@@ -1,0 +1,78 @@
+"""Every model family: logits shape for its input sizes, channels and classes; build_model's contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from battui.models import MODELS, Normalized, build_model
+
+
+def test_model_names_are_the_documented_ones() -> None:
+    assert MODELS == ("cnn", "resnet18", "preact-resnet18", "wrn-28-10", "wrn-34-10")
+
+
+def test_unknown_model_is_a_value_error_listing_the_names() -> None:
+    with pytest.raises(ValueError, match="cnn, resnet18, preact-resnet18, wrn-28-10, wrn-34-10"):
+        build_model("resnet50", 10)
+
+
+@pytest.mark.parametrize("size, channels, classes", [(8, 1, 10), (28, 3, 7), (9, 2, 2)])
+def test_cnn_any_size_small_and_differentiable(size: int, channels: int, classes: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", classes, in_channels=channels)
+    assert 10_000 < sum(p.numel() for p in model.parameters()) < 100_000
+    x = torch.rand(5, channels, size, size, requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (5, classes)
+    logits.sum().backward()  # attacks need input gradients
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["resnet18", "preact-resnet18"])
+def test_resnets_logits_for_cifar_and_small_inputs(name: str) -> None:
+    model = build_model(name, 10)
+    assert isinstance(model.conv1, nn.Conv2d) and model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules()), "CIFAR stem: no max-pool"
+    assert 11_000_000 < sum(p.numel() for p in model.parameters()) < 11_300_000
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        assert model(torch.rand(1, 3, 8, 8)).shape == (1, 10)
+    grey = build_model(name, 100, in_channels=1).train()
+    assert grey(torch.rand(2, 1, 16, 16)).shape == (2, 100)
+
+
+@pytest.mark.parametrize("name, params", [("wrn-28-10", 36_479_194), ("wrn-34-10", 46_160_474)])
+def test_wide_resnets_match_the_reference_size_and_give_logits(name: str, params: int) -> None:
+    model = build_model(name, 10).eval()
+    assert sum(p.numel() for p in model.parameters()) == params  # TRADES' WideResNet, 10 classes
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_wide_resnet_other_classes_and_channels() -> None:
+    model = build_model("wrn-28-10", 5, in_channels=1)
+    assert model.linear.out_features == 5 and model.conv1.in_channels == 1
+
+
+def test_normalisation_lives_inside_the_model_when_asked() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", 3, in_channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.25)).eval()
+    assert isinstance(model, Normalized)
+    x = torch.rand(4, 3, 8, 8)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.2, 0.25]).view(1, 3, 1, 1)
+    assert torch.allclose(model(x), model.model((x - mean) / std))
+    assert set(model.state_dict()) >= {"mean", "std"}
+    assert not isinstance(build_model("cnn", 3), Normalized)
+
+
+def test_data_and_models_never_import_textual() -> None:
+    code = "import sys, battui.data, battui.models; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
