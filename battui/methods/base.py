@@ -43,7 +43,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def float_parts(**terms: Tensor) -> dict[str, float]:
     """Detached scalar terms as plain floats, with one device sync."""
-    values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
+    values = torch.stack([t.detach() for t in terms.values()]).tolist()
     return dict(zip(terms, values, strict=True))
 
 

@@ -36,10 +36,10 @@ from battui.attacks import linf_pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 
 
-def gair_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
+def gair_weights(kappa: Tensor, steps: int, lam: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """GAIRAT's Tanh weights for kappa [B], normalised to mean 1."""
     half = steps // 2
-    w = (torch.tanh(lam + (half - kappa.float()) * 5.0 / half) + 1.0) / 2.0
+    w = (torch.tanh(lam + (half - kappa.to(dtype)) * 5.0 / half) + 1.0) / 2.0
     return w * w.numel() / w.sum()
 
 
@@ -65,7 +65,7 @@ class GAIRAT(Method):
         model.train()
         ce = F.cross_entropy(model(res.x_adv), y, reduction="none")
         if self.reweight:
-            loss = (ce * gair_weights(res.correct_steps, self.steps, self.lam)).mean()
+            loss = (ce * gair_weights(res.correct_steps, self.steps, self.lam, ce.dtype)).mean()
         else:
             loss = ce.mean()
         return MethodOutput(loss, float_parts(ce_adv=loss), AttackRecord(res.steps_to_flip, res.adv_pred))
