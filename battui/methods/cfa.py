@@ -1,0 +1,257 @@
+"""CFA: Wei, Wang, Guo and Wang, "CFA: Class-wise Calibrated Fair Adversarial
+Training", CVPR 2023 (public code PKU-ML/CFA, ``train.py --mode TRADES --ccm --ccr``
+with FAWA).
+
+TRADES whose budget and regularisation are calibrated per class from A_k, the
+*training* robust accuracy of class k in the previous epoch (train-mode
+prediction on that epoch's training adversarial examples):
+
+    eps_k  = (lambda1 + A_k) * eps                                    (CCM)
+    beta_k = (lambda2 + A_k) * beta                                   (CCR)
+    L = (1/B) sum_n [ 1/(1+beta_k) CE(f(x_n), y_n) + beta_k/(1+beta_k) KL(p(x_n) || p(x'_n)) ],  k = y_n
+
+with x' the TRADES attack (KL, start x + xi * N(0, I), step ``step_size``) in
+B(x_n, eps_{y_n}). Until the warm-up ends (epoch < round(warmup * total_epochs);
+10 of 200 epochs in the reference) eps_k = eps and beta_k = beta.
+
+FAWA (fairness-aware weight average): after every epoch, R_k = robust accuracy
+of class k on the validation split under PGD-``val_steps`` (CE, uniform start,
+eps, step_size);
+
+    min_k R_k >= fawa_threshold:  theta_bar <- theta  (first accepted epoch),
+                                  theta_bar <- d * theta_bar + (1 - d) * theta  (later; d = fawa_decay)
+    otherwise:                    theta_bar unchanged.
+
+``averaged_state()`` returns theta_bar (keys of the model's ``state_dict``;
+None until an epoch is accepted) for the engine to save as the final weights.
+
+Arguments:
+    eps (float): base Linf budget. (Default: 8/255)
+    step_size (float): attack step, training and validation. (Default: 2/255)
+    steps (int): training attack steps. (Default: 10)
+    beta (float): TRADES beta. (Default: 6.0)
+    lambda1 (float): CCM base. (Default: 0.5)
+    lambda2 (float): CCR base. (Default: 0.5)
+    warmup (float): fraction of training before calibration starts. (Default: 0.05)
+    fawa_decay (float): FAWA decay d. (Default: 0.88)
+    fawa_threshold (float): worst-class validation robust accuracy a checkpoint
+        needs to enter the average. (Default: 0.24)
+    val_steps (int): validation PGD steps. (Default: 10)
+    xi (float): std of the training attack's start noise. (Default: 0.001)
+    num_classes (int): K. (Default: 10)
+
+Shape:
+    x: [B, C, H, W] in [0, 1]; y: [B]; loss: scalar. State: eps_k, beta_k, A_k [K], FAWA weights.
+
+Example::
+
+    method = build_method("cfa", num_classes=10)
+    method.start_epoch(epoch, total_epochs)
+    out = method.loss(model, x, y)              # per batch
+    method.end_epoch(model, val_batches)        # FAWA accept / reject
+    model.load_state_dict(method.averaged_state())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from battui.attacks import AttackResult, kl_logits, linf_pgd
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+
+
+# -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
+def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step_size: float | Tensor,
+                 steps: int, xi: float) -> tuple[AttackResult, Tensor, Tensor, Tensor]:
+    """TRADES attack (per-sample eps / step allowed), then the train-mode terms.
+
+    Returns (attack result, adversarial logits, per-sample CE(f(x), y) [B],
+    per-sample KL(p(x) || p(x_adv)) [B]); gradients flow into both logits.
+    """
+    res = linf_pgd(unwrap(model), x, y, eps=eps, step_size=step_size, steps=steps,
+                   objective="kl", start="gaussian", xi=xi)
+    model.train()
+    logits = model(x)
+    logits_adv = model(res.x_adv)
+    ce = F.cross_entropy(logits, y, reduction="none")
+    return res, logits_adv, ce, kl_logits(logits, logits_adv, reduction="none")
+
+
+def class_sums(y: Tensor, values: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """Per-class sums of ``values`` ([B] or [B, D]) -> [K] or [K, D], as a one-hot
+    matmul (deterministic on every device, no host sync)."""
+    onehot = F.one_hot(y, num_classes).to(dtype)
+    return onehot.t() @ values.to(dtype)
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def sum_across_ranks(t: Tensor) -> Tensor:
+    """``t`` summed over DDP ranks (a CPU float64 copy); ``t`` itself when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t.detach().to("cpu", torch.float64)
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = t.detach().to(dev, torch.float32 if dev.type == "mps" else torch.float64).clone()
+    dist.all_reduce(buf)
+    return buf.cpu()
+
+
+def calibrated_eps(train_acc: Tensor, eps: float, lambda1: float) -> Tensor:
+    """CCM: eps_k = (lambda1 + A_k) * eps."""
+    return (lambda1 + train_acc.to(torch.float64)) * eps
+
+
+def calibrated_beta(train_acc: Tensor, beta: float, lambda2: float) -> Tensor:
+    """CCR: beta_k = (lambda2 + A_k) * beta."""
+    return (lambda2 + train_acc.to(torch.float64)) * beta
+
+
+def weight_average(avg: dict[str, Tensor] | None, state: dict[str, Tensor], decay: float) -> dict[str, Tensor]:
+    """avg <- decay * avg + (1 - decay) * state for floating entries (a copy of
+    ``state`` when ``avg`` is None); integer buffers take the latest value."""
+    if avg is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        v = v.detach()
+        prev = avg[k].to(v.device)
+        out[k] = prev * decay + v * (1.0 - decay) if v.is_floating_point() else v.clone()
+    return out
+
+
+class CFA(Method):
+    __doc__ = __doc__
+    name = "cfa"
+    needs_validation = True
+
+    def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
+                 beta: float = 6.0, lambda1: float = 0.5, lambda2: float = 0.5, warmup: float = 0.05,
+                 fawa_decay: float = 0.88, fawa_threshold: float = 0.24, val_steps: int = 10,
+                 xi: float = 0.001, num_classes: int = 10) -> None:
+        super().__init__(eps, step_size, steps)
+        self.beta, self.lambda1, self.lambda2 = float(beta), float(lambda1), float(lambda2)
+        self.warmup = float(warmup)
+        self.fawa_decay, self.fawa_threshold = float(fawa_decay), float(fawa_threshold)
+        if not 0.0 <= self.fawa_decay <= 1.0:
+            raise ValueError(f"cfa: fawa_decay must be in [0, 1], got {fawa_decay}")
+        self.val_steps, self.xi = int(val_steps), float(xi)
+        self.num_classes = k = int(num_classes)
+        f64 = dict(dtype=torch.float64)
+        self.class_eps = torch.full((k,), self.eps, **f64)
+        self.class_beta = torch.full((k,), self.beta, **f64)
+        self.train_acc = torch.zeros(k, **f64)  # A_k of the last finished epoch
+        self.measured_epochs = 0                 # epochs that contributed to train_acc
+        self.epoch = -1                          # the epoch being accumulated
+        self._hits = torch.zeros(k, **f64)       # this epoch: robust-correct per class
+        self._seen = torch.zeros(k, **f64)       # this epoch: samples per class
+        self.fawa: dict[str, Tensor] | None = None
+        self.fawa_count = 0
+
+    # -- CCM / CCR
+    def observe(self, y: Tensor, robust_correct: Tensor) -> None:
+        """Add one batch's training robust outcomes (bool [B]) to this epoch's counts."""
+        dtype = accumulator_dtype(y.device)
+        if self._hits.device != y.device or self._hits.dtype != dtype:
+            self._hits, self._seen = self._hits.to(y.device, dtype), self._seen.to(y.device, dtype)
+        ones = torch.ones_like(y, dtype=dtype)
+        self._hits += class_sums(y, robust_correct.detach(), self.num_classes, dtype)
+        self._seen += class_sums(y, ones, self.num_classes, dtype)
+
+    def start_epoch(self, epoch: int, total_epochs: int) -> None:
+        if epoch == self.epoch:
+            return  # resumed inside this epoch: keep its budgets and partial counts
+        hits, seen = sum_across_ranks(self._hits), sum_across_ranks(self._seen)
+        if float(seen.sum()) > 0:
+            # a class absent from the epoch keeps its previous accuracy
+            self.train_acc = torch.where(seen > 0, hits / seen.clamp(min=1), self.train_acc)
+            self.measured_epochs += 1
+        self._hits = torch.zeros(self.num_classes, dtype=torch.float64)
+        self._seen = torch.zeros(self.num_classes, dtype=torch.float64)
+        self.epoch = epoch
+        if epoch >= round(self.warmup * total_epochs) and self.measured_epochs > 0:
+            self.class_eps = calibrated_eps(self.train_acc, self.eps, self.lambda1)
+            self.class_beta = calibrated_beta(self.train_acc, self.beta, self.lambda2)
+        else:
+            self.class_eps = torch.full((self.num_classes,), self.eps, dtype=torch.float64)
+            self.class_beta = torch.full((self.num_classes,), self.beta, dtype=torch.float64)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
+        eps_c = self.class_eps.to(device=x.device, dtype=x.dtype)
+        res, logits_adv, ce, kl = trades_terms(model, x, y, eps=eps_c[y], step_size=self.step_size,
+                                               steps=self.steps, xi=self.xi)
+        beta_y = self.class_beta.to(device=x.device, dtype=ce.dtype)[y]
+        ce_term = (ce / (1 + beta_y)).mean()
+        kl_term = (kl * beta_y / (1 + beta_y)).mean()
+        self.observe(y, logits_adv.detach().argmax(1) == y)
+        return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
+                            AttackRecord(res.steps_to_flip, res.adv_pred))
+
+    # -- FAWA
+    def fawa_update(self, model: nn.Module, worst_robust_acc: float) -> bool:
+        """Take the model into the average if its worst-class validation robust
+        accuracy reaches the threshold; returns whether it was accepted."""
+        if worst_robust_acc < self.fawa_threshold:
+            return False
+        decay = self.fawa_decay if self.fawa is not None else 0.0
+        self.fawa = weight_average(self.fawa, unwrap(model).state_dict(), decay)
+        self.fawa_count += 1
+        return True
+
+    def averaged_state(self) -> dict[str, Tensor] | None:
+        """FAWA weights (model ``state_dict`` keys), or None before any accepted epoch."""
+        return None if self.fawa is None else dict(self.fawa)
+
+    def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        net = unwrap(model)
+        k = self.num_classes
+        hits = seen = None
+        for x, y in val_batches:
+            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                           objective="ce", start="uniform")
+            dtype = accumulator_dtype(y.device)
+            h = class_sums(y, res.adv_pred == y, k, dtype)
+            s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
+            hits, seen = (h, s) if hits is None else (hits + h, seen + s)
+        if hits is None:
+            raise ValueError("cfa: end_epoch needs a non-empty validation split")
+        hits, seen = hits.cpu().double(), seen.cpu().double()
+        present = seen > 0
+        acc = hits[present] / seen[present]
+        worst = float(acc.min())
+        accepted = self.fawa_update(model, worst)
+        return {"val_robust_acc": float(hits.sum() / seen.sum()), "val_worst_robust_acc": worst,
+                "fawa_accepted": float(accepted), "fawa_count": float(self.fawa_count),
+                "eps_max": float(self.class_eps.max()), "eps_min": float(self.class_eps.min())}
+
+    # -- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "class_eps": self.class_eps.clone(), "class_beta": self.class_beta.clone(),
+            "train_acc": self.train_acc.clone(), "measured_epochs": self.measured_epochs,
+            "epoch": self.epoch, "hits": self._hits.detach().cpu().double(),
+            "seen": self._seen.detach().cpu().double(),
+            "fawa": None if self.fawa is None else {k: v.detach().cpu().clone() for k, v in self.fawa.items()},
+            "fawa_count": self.fawa_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        k = self.num_classes
+        for key, attr in (("class_eps", "class_eps"), ("class_beta", "class_beta"),
+                          ("train_acc", "train_acc"), ("hits", "_hits"), ("seen", "_seen")):
+            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
+            if t.shape != (k,):
+                raise ValueError(f"cfa: {key} has shape {tuple(t.shape)}, expected ({k},)")
+            setattr(self, attr, t)
+        self.measured_epochs, self.epoch = int(state["measured_epochs"]), int(state["epoch"])
+        fawa = state.get("fawa")
+        self.fawa = None if fawa is None else {name: torch.as_tensor(v) for name, v in fawa.items()}
+        self.fawa_count = int(state.get("fawa_count", 0))
