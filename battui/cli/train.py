@@ -1,1 +1,131 @@
-"""battui train commands (being written)."""
+"""`battui train`: train a preset with a live dashboard, a plain log, or in the background.
+
+    battui train                                        # digits, CPU, about a minute
+    battui train --preset cifar10-resnet18 --method bat --set method.beta=6
+    battui train --headless --epochs 5 | tee log.txt    # plain progress log
+    battui train --resume runs/digits-cnn-pgd-at-20250101-120000
+    battui train --preset cifar10-resnet18 --detach     # survives the SSH session; watch it
+    torchrun --nproc_per_node=4 -m battui train --headless --preset cifar10-resnet18
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
+from battui.config import load_config
+from battui.engine import distributed
+from battui.engine.control import RunControl
+from battui.engine.headless import HeadlessLog
+from battui.engine.runs import resume_config
+from battui.engine.signals import exit_code, handle_signals
+from battui.engine.trainer import Trainer
+from battui.errors import UserError
+
+
+def _overrides(set_: list[str], method: str | None, epochs: int | None, device: str | None,
+               run_name: str | None) -> list[str]:
+    out = list(set_)
+    if method:
+        out.append(f"method.name={method}")
+    if epochs is not None:
+        out.append(f"train.epochs={epochs}")
+    if device:
+        out.append(f"run.device={device}")
+    if run_name:
+        out.append(f"run.name={run_name}")
+    return out
+
+
+def _headless(trainer: Trainer, control: RunControl) -> int:
+    trainer.listeners.append(HeadlessLog())
+    with handle_signals(control):
+        status = trainer.run()
+    return exit_code(status, control)
+
+
+def _live(trainer: Trainer, control: RunControl) -> int:
+    try:
+        from battui.tui import run_live
+    except ImportError:
+        err_console.print("the dashboard is not available here; showing the plain log")
+        return _headless(trainer, control)
+    with handle_signals(control):
+        return int(run_live(trainer, control))
+
+
+def _detach(trainer: Trainer) -> int:
+    """Run the prepared run in its own session (survives the terminal), then watch it."""
+    run_dir = trainer.run_dir
+    cmd = [sys.executable, "-m", "battui", "train", "--headless", "--resume", str(run_dir)]
+    with open(run_dir / "train.log", "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (run_dir / "train.pid").write_text(f"{proc.pid}\n")
+    console.print(f"training in the background (pid {proc.pid}), log in {run_dir / 'train.log'}", highlight=False)
+    if sys.stdout.isatty():
+        try:
+            from battui.tui import run_watch
+        except ImportError:
+            pass
+        else:
+            return int(run_watch(run_dir, detached_pid=proc.pid))
+    console.print(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})", highlight=False)
+    console.print(f"stop it with: kill {proc.pid}   (saves last.pt; continue with battui train --resume {run_dir})",
+                  highlight=False)
+    return 0
+
+
+@app.command("train")
+def train_command(
+    preset: str = typer.Option("digits-cnn", "--preset", "-p",
+                               help="Preset name (see `battui presets`) or a path to a YAML config."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    method: str = typer.Option(None, "--method", "-m",
+                               help="Training method: pgd-at, trades, frl, fat, gairat, bat (= --set method.name=M)."),
+    epochs: int = typer.Option(None, "--epochs", "-e", help="Number of epochs (= --set train.epochs=N)."),
+    device: str = typer.Option(None, "--device", "-d", help=DEVICE_HELP),
+    headless: bool = typer.Option(False, "--headless",
+                                  help="Plain progress log instead of the dashboard (automatic without a terminal)."),
+    resume: Path = typer.Option(None, "--resume", "-r", metavar="RUN_DIR",
+                                help="Continue a run where its checkpoints/last.pt left off (same run directory; "
+                                     "--set/--epochs/--device still apply, e.g. --epochs 40 trains longer)."),
+    detach: bool = typer.Option(False, "--detach",
+                                help="Train in a background process that survives closing the terminal "
+                                     "(log in RUN_DIR/train.log, pid in RUN_DIR/train.pid) and watch it."),
+    run_name: str = typer.Option(None, "--run-name",
+                                 help="Run directory name under run.root (default <preset>-<method>-<time>)."),
+) -> None:
+    """Train a model adversarially and log per-class robustness as it goes.
+
+    Writes runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/ with config.yaml, env.json,
+    events.jsonl and checkpoints/last.pt (every epoch) and best.pt (lowest
+    worst-class robust error on the validation split). Ctrl-C, SIGTERM or SIGHUP
+    finish the current batch, save last.pt and exit non-zero; `--resume` continues.
+    """
+    overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
+    control = RunControl()
+    if resume is not None:
+        if run_name:
+            raise UserError("--run-name cannot be combined with --resume (the run keeps its directory)")
+        trainer = Trainer(resume_config(resume, overrides), resume=resume, control=control)
+    else:
+        trainer = Trainer(load_config(preset, overrides), control=control)
+    trainer.prepare()
+    try:
+        if trainer.dist.is_main:
+            ranks = f" (rank 0 of {trainer.dist.world_size})" if trainer.dist.enabled else ""
+            console.print(f"{trainer.device_note}{ranks}; run directory {trainer.run_dir}", highlight=False)
+        if detach:
+            code = _detach(trainer)
+        elif headless or not sys.stdout.isatty() or trainer.dist.enabled:
+            code = _headless(trainer, control)
+        else:
+            code = _live(trainer, control)
+    finally:
+        distributed.shutdown()
+    raise SystemExit(code)

@@ -1,0 +1,113 @@
+"""Multi-GPU (and multi-process CPU) training through PyTorch DDP and `torchrun`.
+
+    torchrun --nproc_per_node=4 -m battui train --headless --preset cifar10-resnet18
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m battui train --headless \\
+        --preset synthetic-tiny --device cpu                       # gloo on CPU
+
+`torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
+`init_from_env` joins the process group (nccl on CUDA, gloo on CPU) and pins
+each rank to `cuda:LOCAL_RANK`. Only rank 0 writes events and checkpoints.
+
+DDP must see one forward and one backward per optimiser step, while every
+method runs several forward passes (the attack, then the loss). `LossModule`
+wraps `method.loss(model, x, y)` in one `nn.Module.forward`, and DDP wraps
+that; the attack runs on the plain model inside and never touches parameter
+gradients.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1; returns (info, this rank's device)."""
+    world = env_world_size()
+    if world <= 1:
+        return DistInfo(), device
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        kwargs = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank), device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's `obj` on every rank (e.g. the run directory's name)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Logical OR of per-rank flags, so every rank stops (or saves) at the same batch."""
+    if not info.enabled:
+        return flags
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+class LossModule(nn.Module):
+    """`forward(x, y)` = `method.loss(model, x, y)` flattened to tensors DDP can follow.
+
+    Returns (loss, steps_to_flip, adv_pred, parts dict).
+    """
+
+    def __init__(self, model: nn.Module, method) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        out = self.method.loss(self.model, x, y)
+        return out.loss, out.attack.steps_to_flip, out.attack.adv_pred, out.parts
+
+
+def wrap_for_training(model: nn.Module, method, info: DistInfo, device: torch.device) -> nn.Module:
+    """`LossModule`, inside DDP when distributed."""
+    module = LossModule(model, method)
+    if not info.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(module, device_ids=ids)

@@ -1,0 +1,128 @@
+"""One training epoch: forward through the method, backward, step, and the flags in between.
+
+Per batch, in this order:
+1. pause: wait (the stop flag still ends the wait), with a `message` event each way;
+2. `method.loss` under bf16 autocast when enabled (attack + loss; one DDP forward);
+3. a non-finite loss on any rank (agreed across ranks *before* backward, so no
+   rank waits in an all-reduce another skipped) fails the run without stepping;
+   `last.pt` keeps the last good weights;
+4. backward and optimiser step; the training attack's outcome goes into the
+   epoch's `ClassCounter` (step histograms, target confusion);
+5. `batch` events every `train.log_every` batches, partial `train_attack`
+   events every `train.attack_stats_every` batches;
+6. the stop / save_now flags (agreed across ranks) are read after the step:
+   save_now -> `last.pt` (kind "manual"); stop -> `last.pt`, status interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from battui.engine.distributed import agree_flags
+from battui.engine.events import BatchEvent, Message, TrainAttack
+from battui.engine.metrics import ClassCounter
+
+if TYPE_CHECKING:
+    from battui.engine.trainer import Trainer
+
+
+def summed_counter(counter: ClassCounter, trainer: Trainer) -> ClassCounter:
+    """A copy of `counter` summed over ranks (the original keeps counting this rank only)."""
+    out = ClassCounter(counter.num_classes, counter.attack_steps, device=counter.counts.device)
+    for dst, src in zip(out._tensors(), counter._tensors(), strict=True):
+        dst.copy_(src)
+    if trainer.dist.enabled:
+        out.all_reduce()
+    return out
+
+
+def attack_event(trainer: Trainer, epoch: int, done: int, partial: bool) -> TrainAttack:
+    stats = summed_counter(trainer.attack_counter, trainer).errors()
+    return TrainAttack(epoch=epoch, batch=done, batches=len(trainer.train_batches), partial=partial,
+                       step_hist=stats["step_hist"], target_confusion=stats["adv_confusion"])
+
+
+def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> None:
+    control = trainer.control
+    if not control.pause.is_set() or control.stop.is_set():
+        return
+    trainer.emit(Message(text=f"paused at epoch {epoch + 1} batch {batch}"))
+    while control.pause.is_set() and not control.stop.is_set():
+        control.stop.wait(0.1)
+    if not control.stop.is_set():
+        trainer.emit(Message(text="resumed"))
+
+
+def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | None:
+    """Train epoch `epoch` (0-based) from batch `start_batch`; None when it completed.
+
+    Returns "interrupted" or "failed" when the run must end (checkpoint already handled).
+    """
+    cfg, control, speed = trainer.cfg, trainer.control, trainer.speed
+    batches = trainer.train_batches
+    n_batches = len(batches)
+    batches.set_epoch(epoch)
+    trainer.method.start_epoch(epoch, cfg.train.epochs)
+    trainer.step_module.train()
+    log_every = max(1, cfg.train.log_every)
+    stats_every = max(1, cfg.train.attack_stats_every)
+    window_loss, window_parts, window_n, window_images = 0.0, {}, 0, 0
+    window_start = time.perf_counter()
+    for i, (x, y) in enumerate(batches):
+        if i < start_batch:
+            continue  # resumed mid-epoch: these batches were trained before the stop
+        _wait_while_paused(trainer, epoch, i)
+        x = speed.prepare_input(x)
+        with speed.autocast():
+            loss, steps_to_flip, adv_pred, parts = trainer.step_module(x, y)
+        loss_value = float(loss.detach().float())
+        if agree_flags([not math.isfinite(loss_value)], trainer.dist, trainer.device)[0]:
+            return trainer.fail(f"non-finite loss ({loss_value}) at epoch {epoch + 1} batch {i + 1} "
+                                f"(step {trainer.step + 1}); try a smaller train.lr", epoch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.step += 1
+        trainer.attack_counter.update(y, adv_pred, steps_to_flip)
+
+        done = i + 1
+        window_loss += loss_value
+        window_n += 1
+        window_images += len(y) * trainer.dist.world_size
+        for k, v in parts.items():
+            window_parts[k] = window_parts.get(k, 0.0) + float(v)
+        if done % log_every == 0 or done == n_batches:
+            elapsed = time.perf_counter() - window_start
+            trainer.emit(BatchEvent(
+                epoch=epoch, batch=done, batches=n_batches, step=trainer.step,
+                loss=window_loss / window_n, parts={k: v / window_n for k, v in window_parts.items()},
+                lr=trainer.optimizer.param_groups[0]["lr"],
+                images_per_s=window_images / elapsed if elapsed > 0 else 0.0,
+                elapsed=time.time() - trainer.started,
+            ))
+            window_loss, window_parts, window_n, window_images = 0.0, {}, 0, 0
+            window_start = time.perf_counter()
+        if done % stats_every == 0 and done < n_batches:
+            trainer.emit(attack_event(trainer, epoch, done, partial=True))
+
+        stop, save_now = agree_flags([control.stop.is_set(), control.save_now.is_set()], trainer.dist, trainer.device)
+        if save_now or stop:
+            control.save_now.clear()
+            if not trainer.save_last(epoch_done=epoch, batch_done=done, kind="last" if stop else "manual"):
+                return "failed"
+            if stop:
+                return "interrupted"
+    return None
+
+
+def reset_attack_counter(trainer: Trainer, state: dict | None = None) -> None:
+    """Zero the epoch's training-attack counts, or restore them from a mid-epoch checkpoint."""
+    trainer.attack_counter.reset()
+    if state:
+        for t, saved in zip(trainer.attack_counter._tensors(), state["tensors"], strict=True):
+            t.copy_(torch.as_tensor(saved).to(t.device))
+

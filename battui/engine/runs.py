@@ -1,0 +1,188 @@
+"""Run directories, `env.json`, RNG states and everything `--resume` needs.
+
+    runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/
+        config.yaml          the resolved config (what `--resume` reads back)
+        env.json             versions, device, seed, host, argv (+ one entry per resume)
+        events.jsonl         the event stream (appended on resume)
+        checkpoints/last.pt  every epoch (and on stop / manual save), best.pt by worst-class robust val error
+        train.log, train.pid only for `battui train --detach`
+
+    cfg = resume_config("runs/digits-cnn-pgd-at-20250101-120000", ["train.epochs=40"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from battui.config import Config, read_config, save_config
+from battui.errors import UserError
+
+_MASK = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """Mix integers into one 63-bit seed (splitmix64), so (seed, epoch, rank) give unrelated streams."""
+    h = 0x2545F4914F6CDD1D
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return h & _MASK
+
+
+def seed_everything(seed: int) -> None:
+    """torch (CPU and CUDA), python `random` and numpy from one seed."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors / plain containers (loadable with weights_only=True)."""
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    except ImportError:
+        pass
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured (CUDA states only where the devices exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    if "numpy" in state:
+        import numpy as np
+
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype("uint32")
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """`<root>/<name>` or `<root>/<preset>-<method>-<YYYYmmdd-HHMMSS>` (suffixed if taken)."""
+    root = Path(cfg.run.root)
+    if cfg.run.name:
+        path = root / cfg.run.name
+        if (path / "events.jsonl").exists() or (path / "config.yaml").exists():
+            raise UserError(f"run directory {path} already holds a run; continue it with --resume {path} "
+                            "or choose another --run-name")
+        return path
+    stem = f"{cfg.preset}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = root / stem, 2
+    while path.exists():
+        path, n = root / f"{stem}-{n}", n + 1
+    return path
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("battui", "numpy", "torchvision"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    if torch.version.cuda:
+        out["cuda"] = torch.version.cuda
+    return out
+
+
+def env_record(device: torch.device, seed: int, world_size: int) -> dict[str, Any]:
+    info = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "argv": list(sys.argv),
+        "pid": os.getpid(),
+        "device": str(device),
+        "seed": seed,
+        "world_size": world_size,
+        "threads": torch.get_num_threads(),
+        "versions": _versions(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_env(run_dir: Path, record: dict[str, Any], resumed: bool) -> None:
+    """env.json: the first start's record, with later resumes appended under `resumes`."""
+    path = run_dir / "env.json"
+    if resumed and path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        data.setdefault("resumes", []).append(record)
+    else:
+        data = record
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_run_config(run_dir: Path, cfg: Config) -> None:
+    tmp = run_dir / ".config.yaml.tmp"
+    save_config(cfg, tmp)
+    os.replace(tmp, run_dir / "config.yaml")
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The run's saved config.yaml with `section.key=value` overrides (e.g. more epochs, another device)."""
+    from battui.config import _set_key, _validate_method_params, parse_override
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass runs/<name>/ from `battui train`")
+    cfg = read_config(run_dir / "config.yaml")
+    for text in overrides:
+        _set_key(cfg, *parse_override(text))
+    _validate_method_params(cfg)
+    return cfg
+
+
+def repair_events_tail(path: Path) -> None:
+    """Drop a half-written last line (a crash mid-write) so appended events start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return
+        back = min(size, 1 << 20)
+        fh.seek(size - back)
+        tail = fh.read(back)
+        cut = tail.rfind(b"\n")
+        fh.truncate(size - back + cut + 1 if cut >= 0 else 0)

@@ -1,0 +1,122 @@
+"""Building what a run needs from its config: method, optimiser, LR schedule, speed settings.
+
+    method = method_from_config(cfg, num_classes=10)
+    optimizer = build_optimizer(cfg.train, model.parameters())
+    scheduler = build_scheduler(cfg.train, optimizer)       # stepped once per epoch
+    speed = SpeedSettings.resolve(cfg.train, device)        # amp / channels_last / compile
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from battui.config import Config, TrainConfig
+from battui.errors import UserError
+
+
+def method_from_config(cfg: Config, num_classes: int):
+    """`build_method` with the attack budget from `cfg.attack`, then `cfg.method.params`."""
+    from battui.methods import build_method, method_params
+
+    accepted = method_params(cfg.method.name)
+    params = {k: getattr(cfg.attack, k) for k in ("eps", "step_size", "steps") if k in accepted}
+    params.update(cfg.method.params)
+    if "num_classes" in accepted:
+        params["num_classes"] = num_classes
+    try:
+        return build_method(cfg.method.name, **params)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method {cfg.method.name}: {exc}") from None
+
+
+def build_optimizer(train: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if train.lr <= 0:
+        raise UserError(f"train.lr must be > 0, got {train.lr}")
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    raise UserError(f"unknown train.optimizer '{train.optimizer}'; use sgd or adam")
+
+
+class EpochSchedule:
+    """LR factor per epoch: multistep (x gamma at each milestone fraction), cosine, constant.
+
+    A plain callable object, so `LambdaLR.state_dict()` stays tensors and plain numbers.
+    """
+
+    def __init__(self, train: TrainConfig) -> None:
+        self.kind = train.schedule
+        self.epochs = max(1, train.epochs)
+        self.gamma = train.gamma
+        if self.kind not in ("multistep", "cosine", "constant"):
+            raise UserError(f"unknown train.schedule '{self.kind}'; use multistep, cosine or constant")
+        bad = [m for m in train.milestones if not isinstance(m, (int, float)) or not 0 < m <= train.epochs]
+        if self.kind == "multistep" and bad:
+            raise UserError(f"train.milestones must be fractions of the epochs (0..1] or epoch numbers, got {bad}")
+        self.milestones = sorted(int(round(m * train.epochs)) if m <= 1 else int(m) for m in train.milestones)
+
+    def __call__(self, epoch: int) -> float:
+        import math
+
+        if self.kind == "multistep":
+            return self.gamma ** sum(1 for m in self.milestones if epoch >= m)
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        return 1.0
+
+
+def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, EpochSchedule(train))
+
+
+def _flag(value: str | bool, on_cuda: bool, key: str) -> bool:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return on_cuda
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise UserError(f"{key} must be auto, true or false, got {value!r}")
+
+
+@dataclass
+class SpeedSettings:
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False
+    device_type: str = "cpu"
+
+    @classmethod
+    def resolve(cls, train: TrainConfig, device: torch.device) -> SpeedSettings:
+        cuda = device.type == "cuda"
+        amp = _flag(train.amp, cuda, "train.amp")
+        return cls(amp=amp, channels_last=_flag(train.channels_last, cuda, "train.channels_last"),
+                   compile=bool(train.compile), device_type=device.type)
+
+    def autocast(self) -> AbstractContextManager:
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def apply_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels for exact resumes (`train.deterministic`), else cuDNN autotuning on CUDA."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,53 @@
+"""SIGINT / SIGTERM / SIGHUP -> `RunControl.stop`, so a run ends cleanly.
+
+The first signal asks the loop to finish its batch, save `last.pt` and write
+`run_finished` with status `interrupted`; a second SIGINT gives up waiting and
+raises KeyboardInterrupt. Handlers can only be installed from the main thread.
+
+    with handle_signals(control):
+        status = trainer.run()
+    exit_code = 128 + control.signal      # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from battui.engine.control import RunControl
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def handle_signals(control: RunControl) -> Iterator[RunControl]:
+    """Install stop handlers for the duration of the block (no-op outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield control
+        return
+
+    def on_signal(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if control.stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop waiting for the batch
+        control.request_stop(f"{name} received", signal=signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield control
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def exit_code(status: str, control: RunControl) -> int:
+    """0 completed, 128 + signal when a signal interrupted, 130 for other stops, 1 failed."""
+    if status == "completed":
+        return 0
+    if status == "interrupted":
+        return 128 + control.signal if control.signal else 130
+    return 1

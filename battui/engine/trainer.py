@@ -1,0 +1,316 @@
+"""`Trainer`: the engine behind `battui train`, usable without any UI.
+
+    from battui.config import load_config
+    from battui.engine.trainer import Trainer
+    trainer = Trainer(load_config("synthetic-tiny"), listeners=[print]).prepare()
+    status = trainer.run()              # "completed" | "interrupted" | "failed"
+    trainer.run_dir, trainer.events_path
+
+    Trainer(cfg, resume="runs/digits-cnn-pgd-at-20250101-120000").prepare().run()   # continue last.pt
+
+`prepare()` builds data, model and method and checks the input (raising
+`UserError` before anything is written), then creates the run directory with
+`config.yaml` and `env.json`. `run()` trains: every event goes to
+`events.jsonl` and to each listener (a callable taking the event dict; it must
+not block). A `RunControl` stops, pauses or saves the run between batches.
+
+Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the
+batches from (train.seed, e), so a run resumed from an end-of-epoch `last.pt`
+replays exactly; a mid-epoch `last.pt` (stop or manual save) carries the RNG
+states and the batch index and resumes from the next batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from battui.config import Config
+from battui.engine import distributed, runs
+from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from battui.engine.control import RunControl
+from battui.engine.device import resolve_device
+from battui.engine.evaluate import AttackSpec, evaluate
+from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
+from battui.engine.loop import attack_event, reset_attack_counter, summed_counter, train_epoch
+from battui.engine.metrics import ClassCounter
+from battui.engine.setup import (
+    SpeedSettings,
+    apply_determinism,
+    build_optimizer,
+    build_scheduler,
+    method_from_config,
+)
+from battui.errors import UserError
+
+
+class Trainer:
+    def __init__(self, cfg: Config | None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
+                 control: RunControl | None = None, listeners=()) -> None:
+        if cfg is None and resume is None:
+            raise ValueError("Trainer needs a config or a run directory to resume")
+        self.cfg = cfg if cfg is not None else runs.resume_config(resume)
+        self.resume_dir = Path(resume) if resume else None
+        self.run_dir: Path = Path(run_dir) if run_dir else (self.resume_dir or Path())
+        self.control = control or RunControl()
+        self.listeners = list(listeners)
+        self.prepared = False
+        self.step = 0
+        self.best_metric: float | None = None
+        self.started = time.time()
+        self.writer: EventWriter | None = None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def events_path(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def prepare(self) -> Trainer:
+        """Build everything and create the run directory; `UserError` on bad input."""
+        from battui.data import Batches, build_datasets
+        from battui.models import build_model
+
+        cfg = self.cfg
+        device, self.device_note = resolve_device(cfg.run.device)
+        self.dist, self.device = distributed.init_from_env(device)
+        self.speed = SpeedSettings.resolve(cfg.train, self.device)
+        apply_determinism(cfg.train.deterministic, self.device)
+        if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+            raise UserError("train.epochs and train.batch_size must be at least 1")
+        seed = cfg.train.seed
+        splits = build_datasets(cfg.data, seed=seed)
+        self.classes, k = list(splits.classes), splits.num_classes
+        self.data_info = {"num_classes": k, "in_channels": splits.in_channels, "classes": self.classes,
+                          "image_size": splits.image_size}
+        if len(splits.train) == 0:
+            raise UserError("the training split is empty; check data.classes and data.val_per_class")
+        rank, world = self.dist.rank, self.dist.world_size
+        common = dict(device=self.device, seed=seed, rank=rank, world_size=world)
+        self.train_batches = Batches(splits.train, cfg.train.batch_size, shuffle=True, augment=cfg.data.augment,
+                                     pad_shards=True, **common)
+        val = splits.val if len(splits.val) else splits.test
+        self.val_name = "val" if len(splits.val) else "test"
+        self.val_full = Batches(val, cfg.eval.batch_size, device=self.device)  # method.end_epoch, every rank
+        if cfg.eval.val_subset and len(val) > cfg.eval.val_subset:
+            pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
+            val = val.subset(torch.sort(pick)[0])
+        self.val_batches = Batches(val, cfg.eval.batch_size, **common)
+        self.test_batches = Batches(splits.test, cfg.eval.batch_size, **common)
+        self.train_size, self.val_size = len(splits.train), len(val)
+
+        torch.manual_seed(seed)
+        try:
+            self.model = build_model(cfg.model.name, num_classes=k, in_channels=splits.in_channels)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.method = method_from_config(cfg, num_classes=k)
+        if cfg.train.init_from and not self._resume_ckpt_path():
+            src = load_checkpoint(cfg.train.init_from)
+            load_model_state(self.model, src["model"], cfg.train.init_from)
+        self.model.to(self.device)
+        if self.speed.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.run_model = torch.compile(self.model) if self.speed.compile else self.model
+        self.step_module = distributed.wrap_for_training(self.run_model, self.method, self.dist, self.device)
+        self.optimizer = build_optimizer(cfg.train, self.model.parameters())
+        self.scheduler = build_scheduler(cfg.train, self.optimizer)
+        self.attack_counter = ClassCounter(k, cfg.attack.steps, device=self.device)
+        self.start_epoch, self.start_batch, self.epoch_progress = 0, 0, None
+        ckpt = self._load_resume_state()
+        self.resumed_from = ckpt["path"] if ckpt else None
+
+        if self.resume_dir is None:
+            name = runs.new_run_dir(cfg) if self.dist.is_main and self.run_dir == Path() else self.run_dir
+            self.run_dir = Path(distributed.broadcast_object(str(name), self.dist))
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_run_config(self.run_dir, cfg)
+            runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
+                           or self.resume_dir is not None)
+            runs.repair_events_tail(self.events_path)
+        self.prepared = True
+        return self
+
+    def _resume_ckpt_path(self) -> Path | None:
+        if self.resume_dir is None:
+            return None
+        path = self.resume_dir / "checkpoints" / "last.pt"
+        return path if path.exists() else None
+
+    def _load_resume_state(self) -> dict | None:
+        path = self._resume_ckpt_path()
+        if path is None:
+            return None
+        ckpt = load_checkpoint(path)
+        load_model_state(self.model, ckpt["model"], str(path))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            sched = dict(ckpt["scheduler"])
+            sched["lr_lambdas"] = [None] * len(self.optimizer.param_groups)  # schedule from the (maybe extended) config
+            self.scheduler.load_state_dict(sched)
+            self.method.load_state_dict(ckpt.get("method_state") or {})
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise UserError(f"{path} does not fit this run's config: {exc}") from None
+        self.start_epoch, self.start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
+        self.step = int(ckpt.get("step", 0))
+        self.best_metric = ckpt.get("best_metric")
+        self.epoch_progress = ckpt.get("epoch_progress")
+        self.resume_rng = ckpt.get("rng")
+        if self.start_epoch >= self.cfg.train.epochs and not self.start_batch:
+            raise UserError(f"{self.resume_dir} already trained all {self.cfg.train.epochs} epochs; "
+                            f"pass --epochs N (N > {self.start_epoch}) to train longer")
+        return ckpt
+
+    # ------------------------------------------------------------- events
+    def emit(self, event) -> dict:
+        """Write `event` to events.jsonl and hand it to every listener (rank 0 only)."""
+        record = event.to_dict()
+        if not self.dist.is_main:
+            return record
+        if self.writer is not None:
+            self.writer.write(record)
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception as exc:  # a broken view must not stop training
+                self.listeners.remove(listener)
+                self.emit(Message(text=f"listener {listener!r} failed and was removed: {exc}", level="warning"))
+        return record
+
+    # -------------------------------------------------------- checkpoints
+    def _payload(self, epoch_done: int, batch_done: int) -> dict:
+        progress = None
+        if batch_done:
+            progress = {"tensors": [t.cpu() for t in summed_counter(self.attack_counter, self)._tensors()]}
+        return {
+            "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
+            "epoch": epoch_done, "batch": batch_done, "step": self.step,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "method_state": self.method.state_dict(), "rng": runs.rng_state(),
+            "best_metric": self.best_metric, "epoch_progress": progress,
+        }
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
+        """Save last.pt (all ranks call this; rank 0 writes). False when the weights went non-finite."""
+        if not self._weights_finite():
+            self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
+                      "last.pt keeps the last good weights; try a smaller train.lr", epoch_done)
+            return False
+        payload = self._payload(epoch_done, batch_done)
+        if self.dist.is_main:
+            path = save_checkpoint(self.checkpoint_dir / "last.pt", payload)
+            self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind))
+        return True
+
+    def fail(self, reason: str, epoch: int) -> str:
+        self.emit(Message(text=reason, level="error"))
+        self.failure = (reason, epoch)
+        return "failed"
+
+    # ---------------------------------------------------------- evaluation
+    def _spec(self) -> AttackSpec:
+        e = self.cfg.eval
+        return AttackSpec(name=e.attack, eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
+                          seed=self.cfg.train.seed)
+
+    def evaluate(self, batches, split: str, epoch: int, method_info: dict | None = None) -> dict:
+        with self.speed.autocast():
+            result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self._spec())
+        fields = {k: result[k] for k in ("n", "counts", "standard", "boundary", "robust", "avg", "worst",
+                                         "step_hist")}
+        return self.emit(EvalEvent(epoch=epoch, split=split, attack=result["attack"],
+                                   adv_confusion=result["adv_confusion"], method=method_info or {}, **fields))
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> str:
+        """Train to the end (or until stopped); returns "completed", "interrupted" or "failed"."""
+        if not self.prepared:
+            self.prepare()
+        self.started = time.time()
+        self.failure: tuple[str, int] | None = None
+        if self.dist.is_main:
+            self.writer = EventWriter(self.events_path)
+        try:
+            status = self._run()
+        except BaseException as exc:
+            reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else repr(exc)[:300]
+            self.emit(RunFinished(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                  reason=reason, epoch=self.start_epoch))
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return status
+
+    def _run(self) -> str:
+        cfg, epochs = self.cfg, self.cfg.train.epochs
+        self.emit(RunStarted(
+            run_name=self.run_dir.name, run_dir=str(self.run_dir), preset=cfg.preset, method=cfg.method.name,
+            dataset=cfg.data.name, model=cfg.model.name, device=str(self.device), classes=self.classes,
+            epochs=epochs, batches_per_epoch=len(self.train_batches), attack_steps=cfg.attack.steps,
+            train_size=self.train_size, eval_size=self.val_size, start_epoch=self.start_epoch,
+            world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict()))
+        if self.resumed_from is not None:
+            where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")
+            self.emit(Message(text=f"resumed from {self.resumed_from} at {where} ({self.device_note})"))
+        if self.method.needs_validation and self.start_epoch == 0 and not self.start_batch:
+            self._method_validation(-1)  # FRL's reference updates its multipliers before the first epoch too
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, epochs):
+            start_batch = self.start_batch if epoch == self.start_epoch else 0
+            if start_batch:
+                reset_attack_counter(self, self.epoch_progress if self.dist.is_main else None)
+                if self.dist.is_main:
+                    runs.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
+                else:  # only rank 0's states are saved; other ranks continue from a fresh stream
+                    runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
+            else:
+                reset_attack_counter(self)
+                runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank))
+            outcome = train_epoch(self, epoch, start_batch)
+            if outcome is not None:
+                return self._finish(outcome, epoch)
+            self.emit(attack_event(self, epoch, len(self.train_batches), partial=False))
+            method_info = self._method_validation(epoch) if self.method.needs_validation else {}
+            self.scheduler.step()
+            metric = None
+            if (epoch + 1) % max(1, cfg.eval.every) == 0 or epoch + 1 == epochs:
+                record = self.evaluate(self.val_batches, self.val_name, epoch, method_info)
+                metric = record["worst"]["robust"]
+            if not self.save_last(epoch_done=epoch + 1):
+                return self._finish("failed", epoch)
+            if metric is not None and (self.best_metric is None or metric < self.best_metric):
+                self.best_metric = metric
+                if self.dist.is_main:
+                    path = save_checkpoint(self.checkpoint_dir / "best.pt", self._payload(epoch + 1, 0))
+                    self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric))
+            if distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]:
+                return self._finish("interrupted", epoch + 1)
+        self.evaluate(self.test_batches, "test", epoch)
+        return self._finish("completed", epochs)
+
+    def _method_validation(self, epoch: int) -> dict:
+        runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
+        with self.speed.autocast():
+            info = self.method.end_epoch(self.run_model, self.val_full) or {}
+        return {k: float(v) for k, v in info.items()}
+
+    def _finish(self, status: str, epoch: int) -> str:
+        if status == "failed" and self.failure:
+            reason = self.failure[0]
+        elif status == "interrupted":
+            reason = self.control.stop_reason or "stopped"
+        else:
+            best = f"; best worst-class robust error {self.best_metric:.1f}%" if self.best_metric is not None else ""
+            reason = f"trained {self.cfg.train.epochs} epochs{best}"
+        self.emit(RunFinished(status=status, reason=reason, epoch=epoch))
+        return status
