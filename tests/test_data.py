@@ -319,3 +319,13 @@ def test_augmentation_is_deterministic_per_seed_and_epoch() -> None:
     assert a.shape == plain.shape and not torch.equal(a, plain)
     assert torch.equal(a, run(0, 0))
     assert not torch.equal(a, run(0, 1)) and not torch.equal(a, run(1, 0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_batches_on_cuda_match_cpu() -> None:
+    split = ArraySplit((torch.rand(40, 3, 8, 8) * 255).to(torch.uint8), torch.arange(40) % 4)
+    cpu = Batches(split, 16, shuffle=True, augment=True, seed=2)
+    gpu = Batches(split, 16, shuffle=True, augment=True, seed=2, device="cuda")
+    assert gpu.images.is_cuda
+    for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
+        assert xg.is_cuda and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
