@@ -141,7 +141,10 @@ class Message(Event):
     level: str = "info"  # info | warning | error
 
 
-EVENT_TYPES = {cls.type: cls for cls in (RunStarted, BatchEvent, TrainAttack, EvalEvent, CheckpointEvent, RunFinished, Message)}
+EVENT_TYPES = {
+    cls.type: cls
+    for cls in (RunStarted, BatchEvent, TrainAttack, EvalEvent, CheckpointEvent, RunFinished, Message)
+}
 
 
 class EventWriter:
