@@ -170,6 +170,8 @@ def test_cfa_end_epoch_threshold_decides():
     x, y = tiny_data()
     batches = [(x[:12], y[:12]), (x[12:], y[12:])]
     keen, strict = cfa(fawa_threshold=0.0), cfa(fawa_threshold=1.01)
+    assert keen.end_epoch(model, batches) == {} and keen.averaged_state() is None  # before training
+    keen.loss(model, x, y), strict.loss(model, x, y)
     out = keen.end_epoch(model, batches)
     assert out["fawa_accepted"] == 1.0 and keen.averaged_state() is not None
     assert 0.0 <= out["val_worst_robust_acc"] <= out["val_robust_acc"] <= 1.0
@@ -306,7 +308,10 @@ def test_wat_end_epoch_moves_weight_to_the_costliest_class():
     model = tiny_model()
     x, y = tiny_data()
     m = WAT(eps=EPS, step_size=STEP, steps=STEPS, num_classes=K, eta=1.0)
-    out = m.end_epoch(model, [(x[:12], y[:12]), (x[12:], y[12:])])
+    batches = [(x[:12], y[:12]), (x[12:], y[12:])]
+    assert m.end_epoch(model, batches) == {} and m.rounds == 0  # the engine's pre-training call
+    m.loss(model, x, y)
+    out = m.end_epoch(model, batches)
     assert m.rounds == 1 and out["w_max"] > out["w_min"]
     assert 0.0 <= out["val_worst_robust_acc"] <= out["val_robust_acc"] <= 1.0
     costs = m.cum_cost[:K]

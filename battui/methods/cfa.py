@@ -22,7 +22,8 @@ eps, step_size);
                                   theta_bar <- d * theta_bar + (1 - d) * theta  (later; d = fawa_decay)
     otherwise:                    theta_bar unchanged.
 
-``averaged_state()`` returns theta_bar (keys of the model's ``state_dict``;
+A call without training since the previous one (the engine's pre-training
+validation) is skipped. ``averaged_state()`` returns theta_bar (keys of the model's ``state_dict``;
 None until an epoch is accepted) for the engine to save as the final weights.
 
 Arguments:
@@ -155,6 +156,7 @@ class CFA(Method):
         self._seen = torch.zeros(k, **f64)       # this epoch: samples per class
         self.fawa: dict[str, Tensor] | None = None
         self.fawa_count = 0
+        self.trained_since_val = False  # the engine also validates once before training
 
     # -- CCM / CCR
     def observe(self, y: Tensor, robust_correct: Tensor) -> None:
@@ -192,6 +194,7 @@ class CFA(Method):
         ce_term = (ce / (1 + beta_y)).mean()
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)
+        self.trained_since_val = True
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
@@ -211,6 +214,9 @@ class CFA(Method):
         return None if self.fawa is None else dict(self.fawa)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        if not self.trained_since_val:
+            return {}  # FAWA averages trained checkpoints only (the engine's pre-training call)
+        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         hits = seen = None

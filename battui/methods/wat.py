@@ -14,7 +14,8 @@ and the training loss of the next epoch is
         + w_K * (1/B) sum_n [ CE(f(x_n), y_n) + beta KL(p(x_n) || p(x'_n)) ]
 
 with x' the TRADES attack (KL, start x + xi * N(0, I)). Before the first
-validation all weights are K/(K+1) (Hedge's uniform start).
+validation all weights are K/(K+1) (Hedge's uniform start); a validation call
+without training since the previous one (the engine's pre-training call) is skipped.
 
 Arguments:
     eps (float): Linf budget. (Default: 8/255)
@@ -65,6 +66,7 @@ class WAT(Method):
         self.num_classes = int(num_classes)
         self.cum_cost = torch.zeros(self.num_classes + 1, dtype=torch.float64)
         self.rounds = 0
+        self.trained_since_val = False  # the engine also validates once before training
 
     @property
     def weights(self) -> Tensor:
@@ -82,6 +84,9 @@ class WAT(Method):
                 "w_max": float(w[:-1].max()), "w_min": float(w[:-1].min()), "w_avg_expert": float(w[-1])}
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        if not self.trained_since_val:
+            return {}  # Hedge rounds follow training epochs (the engine's pre-training call is skipped)
+        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         sums = seen = hits = None
@@ -114,6 +119,7 @@ class WAT(Method):
         per_sample = ce + self.beta * kl
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
+        self.trained_since_val = True
         return MethodOutput(class_term + avg_term, float_parts(worst_class=class_term, average=avg_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
