@@ -11,13 +11,16 @@ from typing import Any
 
 from battui.methods.base import AttackRecord, Method, MethodOutput
 from battui.methods.bat import BAT
+from battui.methods.cfa import CFA
+from battui.methods.dafa import DAFA
 from battui.methods.fat import FAT
 from battui.methods.frl import FRL
 from battui.methods.gairat import GAIRAT
 from battui.methods.pgd_at import PGDAT
 from battui.methods.trades import TRADES
+from battui.methods.wat import WAT
 
-_REGISTRY: dict[str, type[Method]] = {m.name: m for m in (PGDAT, TRADES, FRL, FAT, GAIRAT, BAT)}
+_REGISTRY: dict[str, type[Method]] = {m.name: m for m in (PGDAT, TRADES, FRL, FAT, GAIRAT, BAT, CFA, DAFA, WAT)}
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
 
 
