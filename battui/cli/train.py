@@ -42,6 +42,10 @@ def _overrides(set_: list[str], method: str | None, epochs: int | None, device: 
     return out
 
 
+def _say(text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 def _headless(trainer: Trainer, control: RunControl) -> int:
     trainer.listeners.append(HeadlessLog())
     with handle_signals(control):
@@ -66,7 +70,7 @@ def _detach(trainer: Trainer) -> int:
     with open(run_dir / "train.log", "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (run_dir / "train.pid").write_text(f"{proc.pid}\n")
-    console.print(f"training in the background (pid {proc.pid}), log in {run_dir / 'train.log'}", highlight=False)
+    _say(f"training in the background (pid {proc.pid}), log in {run_dir / 'train.log'}")
     if sys.stdout.isatty():
         try:
             from battui.tui import run_watch
@@ -74,9 +78,8 @@ def _detach(trainer: Trainer) -> int:
             pass
         else:
             return int(run_watch(run_dir, detached_pid=proc.pid))
-    console.print(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})", highlight=False)
-    console.print(f"stop it with: kill {proc.pid}   (saves last.pt; continue with battui train --resume {run_dir})",
-                  highlight=False)
+    _say(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})")
+    _say(f"stop it with: kill {proc.pid}   (saves last.pt; continue with battui train --resume {run_dir})")
     return 0
 
 
@@ -119,7 +122,7 @@ def train_command(
     try:
         if trainer.dist.is_main:
             ranks = f" (rank 0 of {trainer.dist.world_size})" if trainer.dist.enabled else ""
-            console.print(f"{trainer.device_note}{ranks}; run directory {trainer.run_dir}", highlight=False)
+            _say(f"{trainer.device_note}{ranks}; run directory {trainer.run_dir}")
         if detach:
             code = _detach(trainer)
         elif headless or not sys.stdout.isatty() or trainer.dist.enabled:

@@ -1,0 +1,149 @@
+"""`battui train` as a user runs it, in subprocesses: signals, SIGKILL + resume, bad input, --detach.
+
+    .venv/bin/pytest tests/test_train_cli.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from battui.config import load_config
+from battui.engine.checkpoint import load_checkpoint
+from battui.engine.events import read_events
+from battui.engine.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def battui(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "battui", *args], capture_output=True, text=True, env=env(),
+                          cwd=ROOT, timeout=120, **kw)
+
+
+def run_dir_from(stdout: str) -> Path:
+    for line in stdout.splitlines():
+        if "run directory " in line:
+            return Path(line.split("run directory ", 1)[1].strip())
+    raise AssertionError(f"no run directory in output:\n{stdout}")
+
+
+def test_sigint_after_first_batch_saves_and_exits_130(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "battui", "train", "--headless", "--preset", "synthetic-tiny", "--epochs", "50",
+         "--set", f"run.root={tmp_path}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT,
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("epoch 1/50 batch 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    lines.append(out)
+    assert proc.returncode == 130, err
+    run = run_dir_from("".join(lines))
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 0 and last["batch"] >= 1  # stopped inside the first epoch
+    final = read_events(run / "events.jsonl")[-1]
+    assert final["type"] == "run_finished" and final["status"] == "interrupted" and "SIGINT" in final["reason"]
+    assert "run interrupted" in out
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    from battui.config import load_config
+    from battui.engine.trainer import Trainer
+
+    def kill_mid_epoch(event):
+        if event["type"] == "batch" and (event["epoch"], event["batch"]) == (1, 2):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    cfg = load_config("synthetic-tiny", sys.argv[1:])
+    Trainer(cfg, listeners=[kill_mid_epoch]).run()
+""")
+
+
+def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    common = ["train.epochs=2", f"run.root={tmp_path}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic as the single-threaded subprocesses
+    try:
+        reference = Trainer(load_config("synthetic-tiny", [*common, "run.name=ref"])).prepare()
+        assert reference.run() == "completed"
+    finally:
+        torch.set_num_threads(threads)
+
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *common, "run.name=cut"], capture_output=True,
+                            text=True, env=env(), cwd=ROOT, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    cut = tmp_path / "cut"
+    assert load_checkpoint(cut / "checkpoints" / "last.pt")["epoch"] == 1  # from the end of epoch 1 (of 2)
+    assert read_events(cut / "events.jsonl")[-1]["type"] == "batch"  # no run_finished: it was killed
+
+    res = battui("train", "--headless", "--resume", str(cut))
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout and "at epoch 2" in res.stdout
+    want = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    got = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+
+
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
+    out = battui("train", "--headless", "--preset", "synthetic-tiny", "--set", f"run.root={tmp_path / 'runs'}",
+                 "--set", "train.init_from=missing.pt")
+    assert out.returncode == 2
+    assert "missing.pt does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_path):
+    out = battui("train", "--detach", "--preset", "synthetic-tiny", "--epochs", "200",
+                 "--set", f"run.root={tmp_path}", "--set", "train.log_every=5")
+    assert out.returncode == 0, out.stderr
+    run = run_dir_from(out.stdout)
+    assert f"battui watch {run}" in out.stdout
+    pid = int((run / "train.pid").read_text())
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if (run / "checkpoints" / "last.pt").exists():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the detached run wrote no checkpoint:\n{(run / 'train.log').read_text()}")
+    assert os.getsid(pid) == pid  # its own session: closing the terminal does not reach it
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        events = read_events(run / "events.jsonl")
+        if events and events[-1]["type"] == "run_finished":
+            break
+        time.sleep(0.2)
+    assert events[-1]["status"] == "interrupted" and "SIGTERM" in events[-1]["reason"]
+    assert "run interrupted" in (run / "train.log").read_text()
+    assert types_count(events, "run_started") == 1
+    load_checkpoint(run / "checkpoints" / "last.pt")
+
+
+def types_count(events: list[dict], kind: str) -> int:
+    return sum(1 for e in events if e["type"] == kind)
