@@ -1,1 +1,197 @@
-"""battui report commands (being written)."""
+"""`battui eval`, `battui compare` and `battui table`: per-class reports in the paper's format.
+
+    battui eval runs/digits-cnn-bat-.../                  # PGD-20 per-class report of best.pt
+    battui eval ckpt.pt --attack autoattack --limit 500   # AutoAttack (torchattacks), first 500 images
+    battui compare a.pt b.pt --format markdown -o cmp.md  # Table 1 side by side + per-class bars
+    battui table --preset digits-cnn --seeds 3            # train/reuse every method, Table 1 mean ± std
+    battui table --preset digits-cnn --ablation bat       # Table 2: BAT's six loss variants
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
+from battui.report.formats import emit, resolve_format
+
+ATTACK_HELP = "pgd (PGD-N, CE, uniform start; the checkpoint's eval settings) or autoattack (standard, torchattacks)."
+FORMAT_HELP = "rich (terminal tables), markdown, csv or json (every per-class number). Default: from --output's suffix."
+OUTPUT_HELP = "Write the report to this file instead of the terminal."
+
+
+@contextmanager
+def _progress_bar(description: str):
+    """A Rich progress bar on stderr when it is a terminal; yields `update(done, total)` (a no-op otherwise)."""
+    if not err_console.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _spec_overrides(attack, eps, step_size, steps, restarts, seed) -> dict[str, Any]:
+    return {"attack": attack, "eps": eps, "step_size": step_size, "steps": steps, "restarts": restarts,
+            "seed": seed}
+
+
+def _evaluate(path: str, overrides: dict, device: str, limit: int, use_cache: bool) -> dict:
+    from battui.engine.device import resolve_device
+    from battui.report.evaluation import evaluate_checkpoint
+
+    dev, _ = resolve_device(device)
+    with _progress_bar(f"evaluating {path}") as update:
+        return evaluate_checkpoint(path, device=dev, limit=limit, use_cache=use_cache, progress=update,
+                                   spec_overrides=overrides)
+
+
+# Shared options (Typer reads them from the defaults).
+_ATTACK = typer.Option(None, "--attack", help=ATTACK_HELP)
+_EPS = typer.Option(None, "--eps", help="Linf budget (default: the checkpoint's eval.eps).")
+_STEP = typer.Option(None, "--step-size", help="PGD step (default: the checkpoint's eval.step_size).")
+_STEPS = typer.Option(None, "--steps", help="PGD steps (default: the checkpoint's eval.steps, 20).")
+_RESTARTS = typer.Option(None, "--restarts", help="PGD random restarts (default 1).")
+_SEED = typer.Option(0, "--seed", help="Seed of the attack's random start (the same for every checkpoint).")
+_DEVICE = typer.Option("auto", "--device", help=DEVICE_HELP)
+_LIMIT = typer.Option(0, "--limit", help="Evaluate at most N test images (0 = all).")
+_FORMAT = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
+_OUTPUT = typer.Option(None, "--output", "-o", help=OUTPUT_HELP)
+_NO_CACHE = typer.Option(False, "--no-cache", help="Re-evaluate even when a cached result exists.")
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run folder (-> checkpoints/best.pt)."),
+    attack: str = _ATTACK,
+    eps: float = _EPS,
+    step_size: float = _STEP,
+    steps: int = _STEPS,
+    restarts: int = _RESTARTS,
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    limit: int = _LIMIT,
+    fmt: str = _FORMAT,
+    output: str = _OUTPUT,
+    no_cache: bool = _NO_CACHE,
+) -> None:
+    """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
+    from battui.report.layouts import eval_sections
+
+    kind = resolve_format(fmt, output)
+    record = _evaluate(checkpoint, _spec_overrides(attack, eps, step_size, steps, restarts, seed), device, limit,
+                       not no_cache)
+    emit(eval_sections(record), record, fmt=kind, output=output, console=console)
+
+
+@app.command("compare")
+def compare_command(
+    checkpoints: list[str] = typer.Argument(
+        ..., help="Two or more checkpoints or run folders; deltas are against the first."
+    ),
+    attack: str = _ATTACK,
+    eps: float = _EPS,
+    step_size: float = _STEP,
+    steps: int = _STEPS,
+    restarts: int = _RESTARTS,
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    limit: int = _LIMIT,
+    fmt: str = _FORMAT,
+    output: str = _OUTPUT,
+    no_cache: bool = _NO_CACHE,
+) -> None:
+    """Evaluate checkpoints with the same attack and seed; print Table 1 side by side and per-class bars."""
+    from battui.config import config_from_dict
+    from battui.engine.checkpoint import load_checkpoint
+    from battui.errors import UserError
+    from battui.report.evaluation import attack_spec, check_same_dataset, checkpoint_identity
+    from battui.report.layouts import compare_sections
+
+    if len(checkpoints) < 2:
+        raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
+    kind = resolve_format(fmt, output)
+    check_same_dataset([checkpoint_identity(path) for path in checkpoints])
+    # One attack for all: unset values come from the first checkpoint's eval settings.
+    first_cfg = config_from_dict(load_checkpoint(checkpoints[0])["config"])
+    spec = attack_spec(first_cfg, **_spec_overrides(attack, eps, step_size, steps, restarts, seed))
+    fixed = {k: v for k, v in spec.to_dict().items() if k != "name"} | {"attack": spec.name}
+    records = [_evaluate(path, fixed, device, limit, not no_cache) for path in checkpoints]
+    check_same_dataset(records)
+    emit(compare_sections(records), {"checkpoints": records}, fmt=kind, output=output, console=console)
+
+
+def _log(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+@app.command("table")
+def table_command(
+    preset: str = typer.Option("digits-cnn", "--preset", "-p", help="The preset every run starts from."),
+    methods: str = typer.Option(
+        "pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat", "--methods",
+        help="Comma-separated rows; parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07).",
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
+    ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    retrain: bool = typer.Option(False, "--retrain", help="Train every run even when a finished one matches."),
+    attack: str = _ATTACK,
+    eps: float = _EPS,
+    step_size: float = _STEP,
+    steps: int = _STEPS,
+    restarts: int = _RESTARTS,
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    limit: int = _LIMIT,
+    fmt: str = _FORMAT,
+    output: str = _OUTPUT,
+) -> None:
+    """Train (or reuse finished runs of) each method for each seed, evaluate on test, print Table 1 or 2."""
+    from battui.config import load_config
+    from battui.engine.device import resolve_device
+    from battui.report.layouts import aggregate, describe_attack, table_sections
+    from battui.report.runs import TablePlan, ablation_rows, parse_methods, run_table
+
+    kind = resolve_format(fmt, output)
+    resolve_device(device)
+    rows = ablation_rows(ablation) if ablation else parse_methods(methods)
+    sets = [*overrides, f"run.device={device}"]
+    base = load_config(preset, sets)  # fails fast on a bad preset or --set
+    plan = TablePlan(preset=preset, rows=rows, seeds=seeds, overrides=sets, retrain=retrain)
+    start = time.perf_counter()
+    results = run_table(plan, spec_overrides=_spec_overrides(attack, eps, step_size, steps, restarts, seed),
+                        device=device, limit=limit, log=_log)
+    seconds = time.perf_counter() - start
+    first = results[0]["records"][0]
+    table_rows = [{"cells": r["row"].cells, "stats": aggregate(r["records"])} for r in results]
+    what = "Table 2 — BAT ablation" if ablation else "Table 1"
+    title = (f"{what}: {base.preset}, {base.data.name} test split, mean ± std over {seeds} seed(s), "
+             f"{base.train.epochs} epochs")
+    notes = [f"{describe_attack(first['attack'], first['limit'])}; errors in %; bold = lowest mean",
+             f"wall time {seconds / 60:.1f} min (training + evaluation, finished runs reused)"]
+    lead = ["Source-class loss", "Target-class loss", "No."] if ablation else ["Method"]
+    sections = table_sections(table_rows, title=title, lead_columns=lead, notes=notes)
+    data = _table_json(plan, results, table_rows, seconds)
+    emit(sections, data, fmt=kind, output=output, console=console)
+
+
+def _table_json(plan, results: list[dict], table_rows: list[dict], seconds: float) -> dict[str, Any]:
+    as_dict: Callable[[Any], dict] = lambda m: {"mean": m.mean, "std": m.std, "n": m.n}  # noqa: E731
+    rows = []
+    for result, row in zip(results, table_rows):
+        stats = {k: [as_dict(m) for m in v] if isinstance(v, list) else as_dict(v) for k, v in row["stats"].items()}
+        rows.append({"label": result["row"].label, "method": result["row"].method, "params": result["row"].params,
+                     "runs": result["runs"], "stats": stats, "evaluations": result["records"]})
+    return {"preset": plan.preset, "seeds": plan.seeds, "overrides": plan.overrides, "seconds": round(seconds, 1),
+            "rows": rows}

@@ -1,0 +1,228 @@
+"""Report output: the same sections as Rich tables, Markdown, CSV or JSON.
+
+A report is a list of `Section`s (a titled table of cells) plus the raw data it
+was built from. Cells are strings, numbers (printed with two decimals), `None`
+(printed as a dash) or `Bar`s (a per-class error drawn as a bar, with its delta
+against a reference). The lowest value of a column can be marked bold, as in
+the paper's tables.
+
+    sections = [Section("Table 1", ["Method", "Avg. Std."], [["BAT", 12.9]], bold={(0, 1)})]
+    emit(sections, data, fmt="markdown", output="table.md", console=console)
+
+JSON output is the raw data (every per-class number), not the sections.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from battui.errors import UserError
+
+FORMATS = ("rich", "markdown", "csv", "json")
+BAR_WIDTH = 12
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+@dataclass
+class Bar:
+    """A percentage drawn as a bar; `delta` (points) against the reference column, if any."""
+
+    value: float
+    delta: float | None = None
+
+    def bar(self, width: int = BAR_WIDTH) -> str:
+        filled = max(0.0, min(self.value, 100.0)) / 100.0 * width
+        full = int(filled)
+        rest = _EIGHTHS[int((filled - full) * 8)] if full < width else ""
+        return ("█" * full + rest.strip()).ljust(width)
+
+    def number(self) -> str:
+        out = f"{self.value:.1f}"
+        if self.delta is not None:
+            out += f" ({self.delta:+.1f})"
+        return out
+
+
+@dataclass
+class Section:
+    """One titled table. `bold` holds (row, column) cells to emphasise; `notes` print under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def cell_text(value: Any) -> str:
+    """Plain text for one cell (Markdown, CSV, and the Rich fallback)."""
+    if value is None:
+        return "–"
+    if isinstance(value, Bar):
+        return f"{value.bar()} {value.number()}"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def lowest_bold(rows: list[list[Any]], columns: range | list[int]) -> set[tuple[int, int]]:
+    """Cells holding the lowest number of each column (ties all bold), as the paper marks the best."""
+    out: set[tuple[int, int]] = set()
+    for c in columns:
+        values = [(_number(row[c]), r) for r, row in enumerate(rows)]
+        values = [(v, r) for v, r in values if v is not None]
+        if len(values) < 2:
+            continue
+        best = min(v for v, _ in values)
+        out |= {(r, c) for v, r in values if abs(v - best) < 1e-9}
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, Bar):
+        return value.value
+    if isinstance(value, MeanStd):
+        return value.mean
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+@dataclass
+class MeanStd:
+    """mean ± std over seeds (std 0 for a single seed)."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+
+
+def _rich_cell(value: Any, bold: bool) -> Text:
+    if isinstance(value, Bar):
+        text = Text(value.bar(), style="cyan")
+        text.append(f" {value.value:5.1f}")
+        if value.delta is not None:
+            style = "green" if value.delta < 0 else "red" if value.delta > 0 else "dim"
+            text.append(f" {value.delta:+.1f}", style=style)
+        return text
+    return Text(cell_text(value), style="bold" if bold else "")
+
+
+def render_rich(sections: list[Section], console: Console) -> None:
+    """Print every section as a Rich table (bold = lowest in its column)."""
+    for section in sections:
+        table = Table(title=section.title, title_justify="left", title_style="bold")
+        for i, name in enumerate(section.columns):
+            table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+        for r, row in enumerate(section.rows):
+            table.add_row(*(_rich_cell(v, (r, c) in section.bold) for c, v in enumerate(row)))
+        console.print(table)
+        for note in section.notes:
+            console.print(Text(note, style="dim"))
+        console.print()
+
+
+def to_markdown(sections: list[Section]) -> str:
+    """GitHub Markdown tables; bold cells as **x**."""
+    out: list[str] = []
+    for section in sections:
+        out.append(f"### {section.title}\n")
+        out.append("| " + " | ".join(section.columns) + " |")
+        out.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(section.columns))) + "|")
+        for r, row in enumerate(section.rows):
+            cells = []
+            for c, v in enumerate(row):
+                text = cell_text(v).replace("|", "\\|")
+                if isinstance(v, Bar):
+                    text = f"`{v.bar()}` {v.number()}"
+                cells.append(f"**{text}**" if (r, c) in section.bold else text)
+            out.append("| " + " | ".join(cells) + " |")
+        out.extend(["", *(f"_{note}_\n" for note in section.notes)])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_csv(sections: list[Section]) -> str:
+    """One CSV block per section (its title as the first header cell), blocks separated by a blank line."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for i, section in enumerate(sections):
+        if i:
+            buf.write("\n")
+        writer.writerow([f"{section.title}: {section.columns[0]}", *section.columns[1:]])
+        for row in section.rows:
+            writer.writerow([_csv_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, Bar):
+        return value.number()
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, MeanStd):
+        return {"mean": value.mean, "std": value.std, "n": value.n}
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def resolve_format(fmt: str | None, output: str | None) -> str:
+    """`--format` wins; else the output file's extension; else Rich on the console."""
+    if fmt:
+        fmt = fmt.lower()
+        if fmt == "md":
+            fmt = "markdown"
+        if fmt not in FORMATS:
+            raise UserError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}")
+        return fmt
+    if output:
+        suffix = Path(output).suffix.lower()
+        return {".md": "markdown", ".csv": "csv", ".json": "json"}.get(suffix, "markdown")
+    return "rich"
+
+
+def emit(sections: list[Section], data: Any, *, fmt: str, output: str | None, console: Console) -> None:
+    """Write the report in `fmt` to `output` (a file) or to the console."""
+    if fmt == "rich":
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                render_rich(sections, Console(file=fh, width=160, color_system=None))
+        elif console.is_terminal:
+            render_rich(sections, console)
+        else:  # a pipe or log file: wide enough that the Table 1 columns are never cut
+            render_rich(sections, Console(file=console.file, width=max(console.width, 160), color_system=None))
+        return
+    text = {"markdown": lambda: to_markdown(sections), "csv": lambda: to_csv(sections), "json": lambda: to_json(data)}[
+        fmt
+    ]()
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {output}: {exc.strerror}") from None
+    else:
+        console.file.write(text)
+        console.file.flush()

@@ -1,0 +1,180 @@
+"""Report layouts: evaluation records -> `Section`s in the paper's table format.
+
+    sections = eval_sections(record)              # `battui eval`: Table 1 row + per-class detail
+    sections = compare_sections([rec_a, rec_b])   # `battui compare`: Table 1 side by side + per-class bars
+    sections = table_sections(rows, title=...)    # `battui table`: mean ± std over seeds
+
+Table 1 columns are the paper's: Avg./Worst standard, boundary and robust error
+(%), the lowest of each column in bold.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+from battui.report.formats import Bar, MeanStd, Section, lowest_bold
+
+METRICS = (
+    ("avg", "standard", "Avg. Std."),
+    ("worst", "standard", "Worst Std."),
+    ("avg", "boundary", "Avg. Bndy."),
+    ("worst", "boundary", "Worst Bndy."),
+    ("avg", "robust", "Avg. Rob."),
+    ("worst", "robust", "Worst Rob."),
+)
+METRIC_COLUMNS = [label for _, _, label in METRICS]
+METRIC_KEYS = [f"{agg}_{kind}" for agg, kind, _ in METRICS]
+
+
+def table1_values(result: dict) -> list[float]:
+    """The six Table 1 numbers of one `evaluate` result, in column order."""
+    return [float(result[agg][kind]) for agg, kind, _ in METRICS]
+
+
+def describe_attack(attack: dict, limit: int = 0) -> str:
+    """`PGD-20 (eps 0.2, step 0.05, 1 restart, seed 0)` or `AutoAttack standard (eps 8/255 ...)`."""
+    eps = attack["eps"]
+    eps_text = f"{eps:.4g}" + (f" = {round(eps * 255):d}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 else "")
+    if attack["name"] == "autoattack":
+        text = f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; eps {eps_text}, seed {attack['seed']})"
+    else:
+        restarts = attack["restarts"]
+        text = (
+            f"PGD-{attack['steps']} CE (eps {eps_text}, step {attack['step_size']:.4g}, "
+            f"{restarts} restart{'s' if restarts != 1 else ''}, seed {attack['seed']})"
+        )
+    return text + (f", first {limit} test images" if limit else "")
+
+
+def short_path(path: str) -> str:
+    """`<run dir>/<file>` for a checkpoint inside a run's checkpoints/ folder, else the file name."""
+    p = Path(path)
+    if p.parent.name == "checkpoints":
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name
+
+
+def _header(record: dict) -> str:
+    data = record["dataset"]
+    return (
+        f"{record['label']} — {short_path(record['checkpoint'])} (epoch {record.get('epoch')}); "
+        f"{data['name']} test split, {record['result']['n']} images; "
+        f"{describe_attack(record['attack'], record['limit'])}"
+    )
+
+
+def per_class_section(record: dict, title: str | None = None) -> Section:
+    """One checkpoint's per-class errors, mean steps to flip and target share."""
+    res = record["result"]
+    classes = record["dataset"]["classes"] or [str(i) for i in range(len(res["counts"]))]
+    target = record["target"]["distribution"]
+    rows = []
+    for c, name in enumerate(classes):
+        rows.append([
+            name,
+            res["counts"][c],
+            res["standard"][c],
+            res["boundary"][c],
+            res["robust"][c],
+            record["mean_steps"][c],
+            record["never_flipped"][c],
+            100.0 * target[c],
+        ])
+    rows.append(["Avg.", res["n"], res["avg"]["standard"], res["avg"]["boundary"], res["avg"]["robust"],
+                 None, None, None])
+    rows.append(["Worst", None, res["worst"]["standard"], res["worst"]["boundary"], res["worst"]["robust"],
+                 None, None, None])
+    kl = record["target"]["kl_to_uniform"]
+    return Section(
+        title=title or f"Per class — {record['label']}",
+        columns=["Class", "n", "Std.", "Bndy.", "Rob.", "Steps", "Never", "Target"],
+        rows=rows,
+        notes=[
+            "errors in %: Std. = clean prediction wrong; Bndy. = clean right but adversarial wrong; "
+            "Rob. = Std. + Bndy.",
+            "Steps = mean attack steps to the first misclassification (flipped samples); Never = % never "
+            "flipped; Target = % of flipped samples predicted as this class",
+            f"target distribution KL to uniform: {kl:.4f} (0 = flips land evenly on all classes)",
+        ],
+    )
+
+
+def eval_sections(record: dict) -> list[Section]:
+    """`battui eval`: the Table 1 row and the per-class detail."""
+    row = [record["label"], *table1_values(record["result"])]
+    timing = "cached evaluation" if record.get("cached") else f"evaluated in {record['seconds']:.1f} s"
+    summary = Section(title="Table 1", columns=["Method", *METRIC_COLUMNS], rows=[row],
+                      notes=[f"{_header(record)}; {timing}"])
+    return [summary, per_class_section(record, title="Per class")]
+
+
+def _letters(records: list[dict]) -> list[str]:
+    return [string.ascii_uppercase[i] if i < 26 else str(i + 1) for i in range(len(records))]
+
+
+def compare_sections(records: list[dict]) -> list[Section]:
+    """`battui compare`: Table 1 side by side, then per-class bars with deltas against the first."""
+    letters = _letters(records)
+    rows = [[f"{letter}: {rec['label']}", *table1_values(rec["result"])] for letter, rec in zip(letters, records)]
+    first = records[0]
+    notes = [f"{letter} = {rec['checkpoint']}" for letter, rec in zip(letters, records)]
+    notes.append(f"{first['dataset']['name']} test split; {describe_attack(first['attack'], first['limit'])}; "
+                 "bold = lowest (best) in its column")
+    seeds = {rec["dataset"]["split_seed"] for rec in records}
+    if len(seeds) > 1:
+        notes.append("note: the checkpoints were trained with different seeds, so each is evaluated on its own "
+                     "held-out test split (same dataset, different images)")
+    table = Section(title="Table 1 — side by side", columns=["Method", *METRIC_COLUMNS], rows=rows,
+                    bold=lowest_bold(rows, range(1, 7)), notes=notes)
+    classes = first["dataset"]["classes"] or [str(i) for i in range(len(first["result"]["counts"]))]
+    header = ["Class", *(f"{letter}: {rec['label']}" for letter, rec in zip(letters, records))]
+    sections = [table]
+    for kind, title in (("robust", "robust error"), ("standard", "standard error"), ("boundary", "boundary error")):
+        bar_rows = []
+        for c, name in enumerate(classes):
+            ref = first["result"][kind][c]
+            bar_rows.append([name, *(Bar(rec["result"][kind][c], None if i == 0 else rec["result"][kind][c] - ref)
+                                     for i, rec in enumerate(records))])
+        sections.append(Section(title=f"Per-class {title} (%), delta against A", columns=header, rows=bar_rows))
+    fair_rows = []
+    for c, name in enumerate(classes):
+        fair_rows.append([name, *(rec["mean_steps"][c] for rec in records)])
+    fair_rows.append(["Target KL to uniform", *(rec["target"]["kl_to_uniform"] for rec in records)])
+    sections.append(Section(title="Mean attack steps to flip per class, and target-class KL to uniform",
+                            columns=header, rows=fair_rows,
+                            notes=["fewer steps = the class is pushed over the boundary more easily; "
+                                   "KL 0 = flipped samples land evenly on all classes"]))
+    return sections
+
+
+def mean_std(values: list[float]) -> MeanStd:
+    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return MeanStd(mean, var**0.5, n)
+
+
+def aggregate(records: list[dict]) -> dict[str, Any]:
+    """Mean ± std over seeds of the six Table 1 numbers and of every per-class error."""
+    values = [table1_values(r["result"]) for r in records]
+    out: dict[str, Any] = {key: mean_std([v[i] for v in values]) for i, key in enumerate(METRIC_KEYS)}
+    k = len(records[0]["result"]["counts"])
+    for kind in ("standard", "boundary", "robust"):
+        out[f"per_class_{kind}"] = [mean_std([r["result"][kind][c] for r in records]) for c in range(k)]
+    out["target_kl"] = mean_std([r["target"]["kl_to_uniform"] for r in records])
+    return out
+
+
+def table_sections(rows: list[dict], *, title: str, lead_columns: list[str], notes: list[str]) -> list[Section]:
+    """`battui table`: one row per method (or ablation variant), mean ± std over seeds.
+
+    Each row dict has `cells` (the lead columns) and `stats` (from `aggregate`).
+    """
+    body = [[*row["cells"], *(row["stats"][key] for key in METRIC_KEYS)] for row in rows]
+    lead = len(lead_columns)
+    table = Section(title=title, columns=[*lead_columns, *METRIC_COLUMNS], rows=body,
+                    bold=lowest_bold(body, range(lead, lead + 6)), notes=notes)
+    return [table]

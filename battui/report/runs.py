@@ -1,0 +1,286 @@
+"""`battui table`: train (or reuse) one run per method and seed, evaluate, aggregate.
+
+    rows = parse_methods("pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat")
+    plan = TablePlan("digits-cnn", rows, seeds=3, overrides=["train.epochs=5"])
+    results = run_table(plan, spec_overrides={}, device="cpu", log=print)
+
+A finished run is reused when a run folder under `run.root` holds the same
+resolved config (preset, data, model, attack, method and its parameters,
+training and evaluation settings, seed) and its event stream ends with
+`run_finished: completed`; otherwise the run is trained headless.
+
+FRL fine-tunes a pre-trained robust model (DESIGN.md 3.2): for each seed the
+table first trains (or reuses) the PGD-AT run of that seed and starts FRL from
+its best.pt. The reference fine-tunes 40 epochs at lr 1e-3 (weight decay 5e-4)
+after ~100 epochs of pre-training at lr 0.1; scaled to the preset that is
+`FRL_EPOCH_FRACTION` x train.epochs (at least 1) at lr = train.lr / 100,
+weight decay 5e-4, constant schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from battui.config import Config, load_config, read_config
+from battui.errors import UserError
+
+FRL_EPOCH_FRACTION = 0.4
+# Resolved-config keys that change logging only, never the trained weights.
+_COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device")}
+
+LABELS = {"pgd-at": "PGD-AT", "trades": "TRADES", "frl": "FRL", "fat": "FAT", "gairat": "GAIRAT", "bat": "BAT"}
+TABLE2_TEXT = {
+    1: ("L_source(x_clean, x_adv)", "NA"),
+    2: ("L_source(x_clean, x_adv)", "L_target(x_clean)"),
+    3: ("L_source(x_clean, x_adv)", "L_target(x_adv)"),
+    4: ("L_source(x_clean, x_adv)", "L_target(x_adv fixed 10-step)"),
+    5: ("L_source(x_clean, x_adv)", "L_target(x_clean, x_adv)"),
+    6: ("L_source(x, x_adv fixed 10-step)", "L_target(x_clean, x_adv)"),
+}
+
+
+@dataclass
+class MethodRow:
+    """One table row: a method with its parameters and the label the paper gives it."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    cells: list[str] = field(default_factory=list)  # lead columns (label, or No./source/target)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or paper_label(self.method, self.params)
+        self.cells = self.cells or [self.label]
+
+
+def paper_label(method: str, params: dict[str, Any]) -> str:
+    """The paper's row names: `TRADES(1/λ=6)`, `FRL(Reweight+Remargin, 0.05)`, `BAT`."""
+    from battui.methods import method_params
+
+    defaults = method_params(method)
+    rest = {k: v for k, v in params.items() if not (k in defaults and defaults[k] == v)}
+    if method == "trades":
+        head = f"TRADES(1/λ={float(params.get('beta', defaults['beta'])):g})"
+        rest.pop("beta", None)
+    elif method == "frl":
+        head = f"FRL(Reweight+Remargin, {float(params.get('tau', defaults['tau'])):g})"
+        rest.pop("tau", None)
+    else:
+        head = LABELS.get(method, method)
+    if rest:
+        head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(rest.items())) + "]"
+    return head
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside brackets, so `bat:target_on=[clean,adv]` stays whole."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(" and 1 or 0
+        depth -= ch in "])" and 1 or 0
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_methods(text: str) -> list[MethodRow]:
+    """`pgd-at,trades:beta=1,trades:beta=6,frl:tau=0.07` -> rows (params after `:`, `k=v`, YAML values)."""
+    from battui.methods import METHODS, method_params
+
+    rows = []
+    for item in _split_top(text, ","):
+        name, *assignments = _split_top(item, ":")
+        name = name.lower()
+        if name not in METHODS:
+            raise UserError(f"--methods: unknown method '{name}'; methods: {', '.join(METHODS)}")
+        params: dict[str, Any] = {}
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise UserError(f"--methods: expected key=value after '{name}:', got '{assignment}'")
+            key, raw = assignment.split("=", 1)
+            key = key.strip()
+            if key not in method_params(name):
+                raise UserError(f"--methods: {name} has no parameter '{key}'; "
+                                f"its parameters: {', '.join(sorted(method_params(name)))}")
+            try:
+                params[key] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                params[key] = raw
+        rows.append(MethodRow(name, params))
+    if not rows:
+        raise UserError("--methods is empty; e.g. --methods pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat")
+    return rows
+
+
+def ablation_rows(name: str) -> list[MethodRow]:
+    """Table 2: BAT's six source/target-loss variants (No.1-6, `battui.methods.bat.TABLE2`)."""
+    if name.lower() != "bat":
+        raise UserError(f"--ablation: only 'bat' has an ablation table (paper Table 2), got '{name}'")
+    from battui.methods.bat import TABLE2
+
+    rows = []
+    for no, params in TABLE2.items():
+        source, target = TABLE2_TEXT[no]
+        clean = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        rows.append(MethodRow("bat", clean, label=f"No.{no}", cells=[source, target, str(no)]))
+    return rows
+
+
+@dataclass
+class TablePlan:
+    """What `battui table` trains: rows x seeds on one preset, with `--set` overrides for every run."""
+
+    preset: str
+    rows: list[MethodRow]
+    seeds: int = 3
+    overrides: list[str] = field(default_factory=list)
+    retrain: bool = False
+
+
+def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") -> Config:
+    """The resolved config of one (row, seed) run."""
+    sets = [*plan.overrides, f"method.name={row.method}", f"train.seed={seed}"]
+    sets += [f"method.params.{k}={json.dumps(v)}" for k, v in row.params.items()]
+    cfg = load_config(plan.preset, sets)
+    if row.method == "frl":
+        if not init_from:
+            raise UserError("FRL needs a pre-trained robust model (train.init_from)")
+        cfg.train.init_from = init_from
+        cfg.train.epochs = max(1, round(cfg.train.epochs * FRL_EPOCH_FRACTION))
+        cfg.train.lr = cfg.train.lr / 100.0
+        cfg.train.weight_decay = 5e-4
+        cfg.train.schedule = "constant"
+    return cfg
+
+
+def _normalized(cfg: Config) -> dict:
+    from battui.methods import method_params
+
+    data = json.loads(json.dumps(cfg.to_dict(), default=list))
+    data.pop("description", None)
+    for section, keys in _COSMETIC.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    defaults = json.loads(json.dumps(method_params(cfg.method.name), default=list))
+    data["method"]["params"] = {**defaults, **data["method"]["params"]}
+    data["method"]["params"].pop("num_classes", None)  # filled in from the data by the trainer
+    return data
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The last `run_finished` status of a run (`completed`, ...), or None while unfinished."""
+    from battui.engine.events import read_events
+
+    status = None
+    path = run_dir / "events.jsonl"
+    if path.exists():
+        for event in read_events(path):
+            if event.get("type") == "run_finished":
+                status = event.get("status")
+    return status
+
+
+def find_completed_run(cfg: Config) -> Path | None:
+    """The newest completed run under `cfg.run.root` whose resolved config matches `cfg`."""
+    root = Path(cfg.run.root)
+    if not root.is_dir():
+        return None
+    want = _normalized(cfg)
+    for config_path in sorted(root.glob("*/config.yaml"), reverse=True):
+        run_dir = config_path.parent
+        if not (run_dir / "checkpoints" / "best.pt").exists():
+            continue
+        try:
+            have = _normalized(read_config(config_path))
+        except UserError:
+            continue
+        if have == want and run_status(run_dir) == "completed":
+            return run_dir
+    return None
+
+
+TrainFn = Callable[[Config, Callable[[str], None]], Path]
+
+
+def train_headless(cfg: Config, log: Callable[[str], None]) -> Path:
+    """Train one run with the engine's Trainer; its headless log lines (evals, checkpoints) go to stderr."""
+    import sys
+
+    from battui.engine.headless import HeadlessLog
+    from battui.engine.trainer import Trainer
+
+    headless = HeadlessLog(stream=sys.stderr)
+
+    def listener(event: dict) -> None:
+        if event.get("type") in ("run_started", "eval", "message", "run_finished"):
+            headless(event)
+
+    trainer = Trainer(cfg, listeners=(listener,))
+    trainer.prepare()
+    status = trainer.run()
+    if status != "completed":
+        raise UserError(f"training {trainer.run_dir} ended with status '{status}'; see its events.jsonl")
+    return Path(trainer.run_dir)
+
+
+def ensure_run(plan: TablePlan, cfg: Config, what: str, log: Callable[[str], None], train: TrainFn) -> Path:
+    """Reuse a completed matching run or train one."""
+    found = None if plan.retrain else find_completed_run(cfg)
+    if found is not None:
+        log(f"  {what}: reusing {found}")
+        return found
+    log(f"  {what}: training {cfg.train.epochs} epochs ({cfg.method.name}, seed {cfg.train.seed})")
+    return train(cfg, log)
+
+
+def run_table(
+    plan: TablePlan,
+    *,
+    spec_overrides: dict[str, Any],
+    device: str,
+    limit: int = 0,
+    log: Callable[[str], None] = print,
+    train: TrainFn = train_headless,
+) -> list[dict[str, Any]]:
+    """Train/reuse and evaluate every (row, seed); returns per row `{row, runs, records}`."""
+    from battui.report.evaluation import evaluate_checkpoint
+
+    if plan.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
+    pretrained: dict[int, Path] = {}
+    out = []
+    total = len(plan.rows) * plan.seeds
+    done = 0
+    for row in plan.rows:
+        records, runs = [], []
+        for seed in range(plan.seeds):
+            done += 1
+            log(f"[{done}/{total}] {row.label}, seed {seed}")
+            init_from = ""
+            if row.method == "frl":
+                if seed not in pretrained:
+                    base = run_config(plan, MethodRow("pgd-at"), seed)
+                    pretrained[seed] = ensure_run(plan, base, "pre-trained PGD-AT", log, train)
+                init_from = str(pretrained[seed] / "checkpoints" / "best.pt")
+            cfg = run_config(plan, row, seed, init_from=init_from)
+            run_dir = ensure_run(plan, cfg, row.label, log, train)
+            if row.method == "pgd-at" and not row.params:
+                pretrained.setdefault(seed, run_dir)
+            record = evaluate_checkpoint(run_dir, device=device, limit=limit, spec_overrides=spec_overrides)
+            res = record["result"]
+            log(f"  evaluated{' (cached)' if record['cached'] else ''}: avg rob {res['avg']['robust']:.2f}%, "
+                f"worst rob {res['worst']['robust']:.2f}%")
+            runs.append(str(run_dir))
+            records.append(record)
+        out.append({"row": row, "runs": runs, "records": records})
+    return out
