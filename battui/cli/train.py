@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
+from battui.cli.app import DEVICE_HELP, SET_HELP, app, console
 from battui.config import load_config
 from battui.engine import distributed
 from battui.engine.control import RunControl
@@ -54,13 +54,11 @@ def _headless(trainer: Trainer, control: RunControl) -> int:
 
 
 def _live(trainer: Trainer, control: RunControl) -> int:
-    try:
-        from battui.tui import run_live
-    except ImportError:
-        err_console.print("the dashboard is not available here; showing the plain log")
-        return _headless(trainer, control)
+    from battui.tui import run_live
+
     with handle_signals(control):
-        return int(run_live(trainer, control))
+        code = int(run_live(trainer, control))
+    return 128 + control.signal if control.signal else code
 
 
 def _detach(trainer: Trainer) -> int:
@@ -72,12 +70,9 @@ def _detach(trainer: Trainer) -> int:
     (run_dir / "train.pid").write_text(f"{proc.pid}\n")
     _say(f"training in the background (pid {proc.pid}), log in {run_dir / 'train.log'}")
     if sys.stdout.isatty():
-        try:
-            from battui.tui import run_watch
-        except ImportError:
-            pass
-        else:
-            return int(run_watch(run_dir, detached_pid=proc.pid))
+        from battui.tui import run_watch
+
+        return int(run_watch(run_dir, detached_pid=proc.pid))
     _say(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})")
     _say(f"stop it with: kill {proc.pid}   (saves last.pt; continue with battui train --resume {run_dir})")
     return 0
