@@ -109,8 +109,30 @@ class SpeedSettings:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def apply_determinism(deterministic: bool, device: torch.device) -> None:
-    """Deterministic kernels for exact resumes (`train.deterministic`), else cuDNN autotuning on CUDA."""
+SMALL_INPUT = 256  # values per image (digits: 64, synthetic-tiny: 192); CIFAR has 3072
+
+
+def tune_cpu_threads(device: torch.device, values_per_image: int) -> int:
+    """One intra-op thread on CPU for tiny images, unless OMP_NUM_THREADS says otherwise; returns the old count.
+
+    Convolutions on 8x8 images are too small to split across threads: on the 2-core
+    development VM, 3 digits-cnn epochs took 36 s with 2 threads and 15 s with one
+    (docs/PERFORMANCE.md).
+    """
+    previous = torch.get_num_threads()
+    if device.type == "cpu" and values_per_image <= SMALL_INPUT and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+    return previous
+
+
+def apply_determinism(deterministic: bool, device: torch.device) -> tuple[bool, bool, bool, bool]:
+    """Deterministic kernels for exact resumes (`train.deterministic`), else cuDNN autotuning on CUDA.
+
+    Returns the previous global flags for `restore_determinism` (a run in a longer-lived process,
+    such as a test session, leaves them as it found them).
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -120,3 +142,11 @@ def apply_determinism(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return previous
+
+
+def restore_determinism(previous: tuple[bool, bool, bool, bool]) -> None:
+    enabled, warn_only, benchmark, cudnn_deterministic = previous
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = cudnn_deterministic

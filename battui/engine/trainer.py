@@ -42,6 +42,8 @@ from battui.engine.setup import (
     build_optimizer,
     build_scheduler,
     method_from_config,
+    restore_determinism,
+    tune_cpu_threads,
 )
 from battui.errors import UserError
 
@@ -80,7 +82,7 @@ class Trainer:
         device, self.device_note = resolve_device(cfg.run.device)
         self.dist, self.device = distributed.init_from_env(device)
         self.speed = SpeedSettings.resolve(cfg.train, self.device)
-        apply_determinism(cfg.train.deterministic, self.device)
+        self._global_flags = apply_determinism(cfg.train.deterministic, self.device)
         if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
             raise UserError("train.epochs and train.batch_size must be at least 1")
         seed = cfg.train.seed
@@ -88,6 +90,7 @@ class Trainer:
         self.classes, k = list(splits.classes), splits.num_classes
         self.data_info = {"num_classes": k, "in_channels": splits.in_channels, "classes": self.classes,
                           "image_size": splits.image_size}
+        self._threads = tune_cpu_threads(self.device, splits.in_channels * splits.image_size ** 2)
         if len(splits.train) == 0:
             raise UserError("the training split is empty; check data.classes and data.val_per_class")
         rank, world = self.dist.rank, self.dist.world_size
@@ -120,7 +123,8 @@ class Trainer:
         self.step_module = distributed.wrap_for_training(self.run_model, self.method, self.dist, self.device)
         self.optimizer = build_optimizer(cfg.train, self.model.parameters())
         self.scheduler = build_scheduler(cfg.train, self.optimizer)
-        self.attack_counter = ClassCounter(k, cfg.attack.steps, device=self.device)
+        self.attack_steps = int(getattr(self.method, "steps", cfg.attack.steps))  # method.steps may override
+        self.attack_counter = ClassCounter(k, self.attack_steps, device=self.device)
         self.start_epoch, self.start_batch, self.epoch_progress = 0, 0, None
         ckpt = self._load_resume_state()
         self.resumed_from = ckpt["path"] if ckpt else None
@@ -249,6 +253,8 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            restore_determinism(self._global_flags)
+            torch.set_num_threads(self._threads)
         return status
 
     def _run(self) -> str:
@@ -256,7 +262,7 @@ class Trainer:
         self.emit(RunStarted(
             run_name=self.run_dir.name, run_dir=str(self.run_dir), preset=cfg.preset, method=cfg.method.name,
             dataset=cfg.data.name, model=cfg.model.name, device=str(self.device), classes=self.classes,
-            epochs=epochs, batches_per_epoch=len(self.train_batches), attack_steps=cfg.attack.steps,
+            epochs=epochs, batches_per_epoch=len(self.train_batches), attack_steps=self.attack_steps,
             train_size=self.train_size, eval_size=self.val_size, start_epoch=self.start_epoch,
             world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict()))
         if self.resumed_from is not None:
