@@ -63,8 +63,8 @@ def paper_label(method: str, params: dict[str, Any]) -> str:
     """The paper's row names: `TRADES(1/λ=6)`, `FRL(Reweight+Remargin, 0.05)`, `BAT`."""
     from battui.methods import method_params
 
-    defaults = method_params(method)
-    rest = {k: v for k, v in params.items() if not (k in defaults and defaults[k] == v)}
+    defaults = json.loads(json.dumps(method_params(method), default=list))  # tuples compare as lists
+    rest = {k: v for k, v in params.items() if not (k in defaults and defaults[k] == json.loads(json.dumps(v)))}
     if method == "trades":
         head = f"TRADES(1/λ={float(params.get('beta', defaults['beta'])):g})"
         rest.pop("beta", None)
@@ -252,35 +252,37 @@ def run_table(
     log: Callable[[str], None] = print,
     train: TrainFn = train_headless,
 ) -> list[dict[str, Any]]:
-    """Train/reuse and evaluate every (row, seed); returns per row `{row, runs, records}`."""
+    """Train/reuse and evaluate every (row, seed); returns per row `{row, runs, records}`.
+
+    Seeds are the outer loop: an interrupted table leaves complete tables for the
+    seeds done, and `--seeds N` with a smaller N then reuses them all.
+    """
     from battui.report.evaluation import evaluate_checkpoint
 
     if plan.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
-    pretrained: dict[int, Path] = {}
-    out = []
+    out: list[dict[str, Any]] = [{"row": row, "runs": [], "records": []} for row in plan.rows]
     total = len(plan.rows) * plan.seeds
     done = 0
-    for row in plan.rows:
-        records, runs = [], []
-        for seed in range(plan.seeds):
+    for seed in range(plan.seeds):
+        pretrained: Path | None = None
+        for row, slot in zip(plan.rows, out):
             done += 1
             log(f"[{done}/{total}] {row.label}, seed {seed}")
             init_from = ""
             if row.method == "frl":
-                if seed not in pretrained:
+                if pretrained is None:
                     base = run_config(plan, MethodRow("pgd-at"), seed)
-                    pretrained[seed] = ensure_run(plan, base, "pre-trained PGD-AT", log, train)
-                init_from = str(pretrained[seed] / "checkpoints" / "best.pt")
+                    pretrained = ensure_run(plan, base, "pre-trained PGD-AT", log, train)
+                init_from = str(pretrained / "checkpoints" / "best.pt")
             cfg = run_config(plan, row, seed, init_from=init_from)
             run_dir = ensure_run(plan, cfg, row.label, log, train)
-            if row.method == "pgd-at" and not row.params:
-                pretrained.setdefault(seed, run_dir)
+            if row.method == "pgd-at" and not row.params and pretrained is None:
+                pretrained = run_dir
             record = evaluate_checkpoint(run_dir, device=device, limit=limit, spec_overrides=spec_overrides)
             res = record["result"]
             log(f"  evaluated{' (cached)' if record['cached'] else ''}: avg rob {res['avg']['robust']:.2f}%, "
                 f"worst rob {res['worst']['robust']:.2f}%")
-            runs.append(str(run_dir))
-            records.append(record)
-        out.append({"row": row, "runs": runs, "records": records})
+            slot["runs"].append(str(run_dir))
+            slot["records"].append(record)
     return out

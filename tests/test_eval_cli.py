@@ -1,0 +1,69 @@
+"""`battui eval` against the library attacks: PGD-20 agrees with torchattacks.PGD, AutoAttack is stronger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchattacks
+
+from battui.data import build_datasets
+from battui.engine.checkpoint import model_from_checkpoint
+from tests.test_report import run_cli
+from tests.test_report_support import make_checkpoint, tiny_config
+
+EPS = 0.07  # robust error about 60% for this model: far from 0 and 100
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A cnn trained 40 clean steps on synthetic data (600 images, 150 in the test split)."""
+    cfg = tiny_config(("data.per_class=60",))
+    return make_checkpoint(tmp_path_factory.mktemp("eval") / "m.pt", cfg, seed=0, train_steps=40)
+
+
+def overall(record: dict, kind: str = "robust") -> float:
+    """Per-class errors back to the error over all images (what torchattacks measures)."""
+    res = record["result"]
+    return sum(e * n for e, n in zip(res[kind], res["counts"])) / res["n"]
+
+
+def test_pgd20_agrees_with_torchattacks(small_model, tmp_path, capsys) -> None:
+    out = tmp_path / "pgd.json"
+    code, _, err = run_cli(capsys, "eval", str(small_model), "--eps", str(EPS), "--step-size", str(EPS / 4),
+                           "--steps", "20", "--no-cache", "-f", "json", "-o", str(out))
+    assert code == 0, err
+    record = json.loads(out.read_text())
+    ours = overall(record)
+
+    model, cfg, _ = model_from_checkpoint(small_model)
+    test = build_datasets(cfg.data, seed=cfg.train.seed).test
+    x, y = test.float_images(), test.labels
+    torch.manual_seed(0)
+    x_adv = torchattacks.PGD(model, eps=EPS, alpha=EPS / 4, steps=20, random_start=True)(x, y)
+    with torch.no_grad():
+        theirs = 100.0 * ((model(x).argmax(1) != y) | (model(x_adv).argmax(1) != y)).float().mean().item()
+        clean = 100.0 * (model(x).argmax(1) != y).float().mean().item()
+    assert record["result"]["n"] == len(y) == 150
+    assert overall(record, "standard") == pytest.approx(clean)
+    assert 20.0 < ours < 95.0  # a meaningful operating point
+    assert abs(ours - theirs) <= 1.0, (ours, theirs)
+
+
+def test_autoattack_at_least_as_strong_as_pgd(small_model, tmp_path, capsys) -> None:
+    # At eps 0.12 APGD-CE/APGD-T break every image PGD-20 leaves standing on these 64 images,
+    # so AutoAttack stops before Square's 5000 queries and the test stays cheap.
+    eps, results = 0.12, {}
+    for attack in ("pgd", "autoattack"):
+        out = tmp_path / f"{attack}.json"
+        code, _, err = run_cli(capsys, "eval", str(small_model), "--attack", attack, "--eps", str(eps),
+                               "--step-size", str(eps / 4), "--steps", "20", "--limit", "64", "-f", "json",
+                               "-o", str(out))
+        assert code == 0, err
+        record = json.loads(out.read_text())
+        assert record["result"]["n"] == 64 and record["attack"]["name"] == attack
+        results[attack] = overall(record)
+    assert results["autoattack"] >= results["pgd"], results
+    assert results["pgd"] > 50.0
