@@ -113,6 +113,10 @@ class DashboardApp(App[int]):
             self.set_interval(1.0, self._check_health)
         self.feed.start(self)
 
+    def on_unmount(self) -> None:
+        # However the app ends, no tail thread may outlive it and a live loop must stop.
+        self.feed.stop()
+
     def on_resize(self) -> None:
         self._titles()
         self._dirty = True
@@ -184,7 +188,9 @@ class DashboardApp(App[int]):
         if event.state == WorkerState.ERROR:
             self.override = ("failed", f"{type(event.worker.error).__name__}: {event.worker.error}")
         self._dirty = True
-        if self.stopping:
+        control = getattr(self.feed, "control", None)
+        if self.stopping or (control is not None and control.stop.is_set()):
+            # q here, or a signal (SIGTERM/SIGHUP) that stopped the loop from outside.
             self.exit(self.return_code_for_run())
 
     def return_code_for_run(self) -> int:

@@ -136,9 +136,11 @@ class LiveFeed(Feed):
 
     def stop(self) -> bool:
         if not self.control.stop.is_set():
-            self.control.stop_reason = "stopped from the dashboard (q)"
-            self.control.stop.set()
-            self.control.pause.clear()  # a paused loop must wake up to notice the stop
+            if hasattr(self.control, "request_stop"):
+                self.control.request_stop("stopped from the dashboard (q)")
+            else:
+                self.control.stop_reason = "stopped from the dashboard (q)"
+                self.control.stop.set()
         return self.result is None
 
 
@@ -148,16 +150,26 @@ class WatchFeed(Feed):
     def __init__(self, events_path: str | Path, pid: int | None = None):
         self.events_path = Path(events_path)
         self.pid = pid if pid is not None else self._pid_from_env()
+        self.caught_up = False  # the tail has read everything written so far at least once
         self._stop = threading.Event()
 
     def _pid_from_env(self) -> int | None:
+        """The training process: train.pid of a detached run, else env.json's pid if on this host."""
+        run_dir = self.events_path.parent
         try:
-            env = json.loads((self.events_path.parent / "env.json").read_text())
+            return int((run_dir / "train.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            env = json.loads((run_dir / "env.json").read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(env, dict) or env.get("hostname", socket.gethostname()) != socket.gethostname():
+        if not isinstance(env, dict):
             return None
-        pid = env.get("pid")
+        record = (env.get("resumes") or [env])[-1]  # the latest start owns the run now
+        if not isinstance(record, dict) or record.get("host", socket.gethostname()) != socket.gethostname():
+            return None
+        pid = record.get("pid")
         return pid if isinstance(pid, int) and pid > 0 else None
 
     def start(self, app: App) -> None:
@@ -165,12 +177,15 @@ class WatchFeed(Feed):
 
     def _follow(self, app: App) -> None:
         pending: list[dict[str, Any]] = []
-        for event in follow_events(self.events_path, stop=self._stop.is_set, poll=0.2):
+        stop = lambda: self._stop.is_set() or not app.is_running  # noqa: E731  (never outlive the app)
+        for event in follow_events(self.events_path, stop=stop, poll=0.2):
             if event is not None:
                 pending.append(event)
             if pending and (event is None or len(pending) >= WATCH_BATCH):
                 app.post_message(EventsArrived(pending))
                 pending = []
+            if event is None:
+                self.caught_up = True
 
     def stop(self) -> bool:
         self._stop.set()
@@ -185,7 +200,7 @@ class WatchFeed(Feed):
             last = state.last_event_time or 0.0
         idle = now - last if last else 0.0
         alive = pid_alive(self.pid) if self.pid else None
-        if alive is False and (idle > 3.0 or not state.started):
+        if alive is False and self.caught_up:
             return "stale", f"process {self.pid} is gone and the run did not finish"
         if idle > STALE_AFTER:
             if alive:

@@ -63,7 +63,8 @@ class RunState:
     train_confusion: list[list[int]] | None = None
 
     latest_eval: dict[str, Any] | None = None
-    previous_eval: dict[str, Any] | None = None
+    previous_eval: dict[str, Any] | None = None  # the eval before `latest_eval` on the same split
+    last_eval_by_split: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     last_checkpoint: dict[str, Any] | None = None
     messages: deque = field(default_factory=lambda: deque(maxlen=50))
@@ -119,8 +120,13 @@ class RunState:
         self.train_confusion = e.get("target_confusion")
 
     def _on_eval(self, e: dict[str, Any]) -> None:
-        self.previous_eval, self.latest_eval = self.latest_eval, e
-        self.eval_history.append({"epoch": e.get("epoch"), "avg": e.get("avg", {}), "worst": e.get("worst", {})})
+        # Deltas compare like with like: the final test eval is not "better" than the last val eval.
+        split = str(e.get("split", ""))
+        self.previous_eval, self.latest_eval = self.last_eval_by_split.get(split), e
+        self.last_eval_by_split[split] = e
+        if not self.eval_history or self.eval_history[0]["split"] == split:
+            self.eval_history.append({"epoch": e.get("epoch"), "split": split, "avg": e.get("avg", {}),
+                                      "worst": e.get("worst", {})})
 
     def _on_checkpoint(self, e: dict[str, Any]) -> None:
         self.last_checkpoint = e

@@ -8,12 +8,12 @@ selected one `▸`; `Δ` columns are the change since the previous eval.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
-from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from battui.tui.state import RunState
-from battui.tui.widgets.common import ViewOptions, class_order, delta_text, error_style, fit, name_width
+from battui.tui.widgets.common import View, ViewOptions, class_order, delta_text, error_style, fit, name_width
 from battui.tui.widgets.panel import Panel
 
 STANDARD = "rgb(90,140,230)"
@@ -21,15 +21,11 @@ BOUNDARY = "rgb(240,150,50)"
 KINDS = ("standard", "boundary", "robust")
 
 
-class ClassErrorsView:
+class ClassErrorsView(View):
     """Rich renderable that lays the bars out for the width it is given."""
 
-    def __init__(self, state: RunState, view: ViewOptions):
-        self.state, self.view = state, view
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self, width: int) -> Iterator[Text]:
         state, ev = self.state, self.state.latest_eval
-        width = options.max_width
         if not ev or not ev.get("robust"):
             yield Text("waiting for the first evaluation (at the end of epoch 1)…", style="dim")
             return
@@ -90,13 +86,15 @@ class ClassErrorsView:
         s_cells = int(round(min(standard, scale) / scale * width))
         r_cells = min(width, int(round(min(standard + boundary, scale) / scale * width)))
         avg_cell = min(width - 1, int(avg / scale * width))
+        runs = [(0, s_cells, STANDARD), (s_cells, r_cells, BOUNDARY), (r_cells, width, "")]
         bar = Text()
-        for i in range(width):
-            style = STANDARD if i < s_cells else (BOUNDARY if i < r_cells else "")
-            if i == avg_cell:
+        for start, end, style in runs:  # one span per run, the avg tick splitting the run it falls in
+            if start <= avg_cell < end:
+                bar.append(("█" if style else " ") * (avg_cell - start), style=style)
                 bar.append("┆", style=f"bold white on {style}" if style else "white")
-            else:
-                bar.append("█" if style else " ", style=style)
+                bar.append(("█" if style else " ") * (end - avg_cell - 1), style=style)
+            elif end > start:
+                bar.append(("█" if style else " ") * (end - start), style=style)
         bar.append(" ")
         return bar
 

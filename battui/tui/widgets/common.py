@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.style import Style
 from rich.text import Text
 
@@ -22,6 +23,29 @@ class ViewOptions:
     selected: int = 0
     sort: str = "class"
     target_source: str = "eval"
+
+
+class View:
+    """A width-aware panel renderable: `lines(width)` runs once per width, however often Textual asks.
+
+    Textual renders a widget's content to measure its height and again to paint
+    it; caching keeps a 100-class panel cheap to redraw.
+    """
+
+    def __init__(self, state: RunState, view: ViewOptions):
+        self.state, self.view = state, view
+        self._cache: dict[int, Text] = {}
+
+    def lines(self, width: int) -> Iterable[Text]:
+        raise NotImplementedError
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        if width not in self._cache:
+            text = Text("\n").join(self.lines(width))
+            text.no_wrap, text.overflow = True, "crop"
+            self._cache[width] = text
+        yield self._cache[width]
 
 
 def error_style(value: float) -> Style:

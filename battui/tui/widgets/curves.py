@@ -6,13 +6,12 @@ latest value and the range beside it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from battui.tui.state import RunState
-from battui.tui.widgets.common import ViewOptions, sparkline
+from battui.tui.widgets.common import View, ViewOptions, sparkline
 from battui.tui.widgets.panel import Panel
 
 COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "bright_red"]
@@ -23,11 +22,8 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-class CurvesView:
+class CurvesView(View):
     """Rich renderable: labelled sparklines, as wide as the panel allows."""
-
-    def __init__(self, state: RunState):
-        self.state = state
 
     def series(self) -> list[tuple[str, Sequence[float], str]]:
         state = self.state
@@ -41,7 +37,7 @@ class CurvesView:
             out.append((f"{kind[:3]} {which} %", values, colour))
         return out
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self, width: int) -> Iterator[Text]:
         state = self.state
         if not state.loss_history:
             yield Text("waiting for the first logged batch…", style="dim")
@@ -49,7 +45,6 @@ class CurvesView:
         head = Text(f"step {state.step:,}", style="bold")
         head.append(f" · {len(state.loss_history)} logged batches · {len(state.eval_history)} evals", style="dim")
         yield head
-        width = options.max_width
         label_w = 13
         spark_w = max(8, width - label_w - 8 - 14)
         for label, values, colour in self.series():
@@ -70,4 +65,4 @@ class Curves(Panel):
     label = "curves"
 
     def draw(self, state: RunState, view: ViewOptions) -> CurvesView:
-        return CurvesView(state)
+        return CurvesView(state, view)

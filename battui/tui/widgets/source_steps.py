@@ -8,11 +8,12 @@ Classes that flip in few steps are the attack's easy victims.
 
 from __future__ import annotations
 
-from rich.console import Console, ConsoleOptions, RenderResult
+from collections.abc import Iterator
+
 from rich.text import Text
 
 from battui.tui.state import RunState
-from battui.tui.widgets.common import SPARK, ViewOptions, class_order, fit, heat_color, name_width
+from battui.tui.widgets.common import SPARK, View, ViewOptions, class_order, fit, heat_color, name_width
 from battui.tui.widgets.panel import Panel
 
 NEVER = "rgb(90,160,240)"
@@ -26,13 +27,10 @@ def steps_style(mean: float | None, k: int) -> str:
     return "red" if t < 0.25 else ("yellow" if t < 0.5 else "green")
 
 
-class SourceStepsView:
+class SourceStepsView(View):
     """Rich renderable: per-class step histograms, laid out for the given width."""
 
-    def __init__(self, state: RunState, view: ViewOptions):
-        self.state, self.view = state, view
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self, width: int) -> Iterator[Text]:
         state, hist = self.state, self.state.train_step_hist
         if not hist:
             yield Text("waiting for training-attack statistics…", style="dim")
@@ -40,7 +38,7 @@ class SourceStepsView:
         k = len(hist[0]) - 2
         bins = k + 2
         nw = name_width(state)
-        cell = max(1, min(4, (options.max_width - nw - 3 - 16) // bins))
+        cell = max(1, min(4, (width - nw - 3 - 16) // bins))
         where = f"epoch {(state.train_epoch or 0) + 1}"
         head = Text(f"training attack, {where}", style="bold")
         if state.train_partial:

@@ -10,11 +10,12 @@ flips (plus the selected one) are drawn, so cells stay readable.
 
 from __future__ import annotations
 
-from rich.console import Console, ConsoleOptions, RenderResult
+from collections.abc import Iterator
+
 from rich.text import Text
 
 from battui.tui.state import RunState
-from battui.tui.widgets.common import ViewOptions, fit, hbar, heat_style, name_width
+from battui.tui.widgets.common import View, ViewOptions, fit, hbar, heat_style, name_width
 from battui.tui.widgets.panel import Panel
 
 SHARE = "rgb(200,120,230)"
@@ -34,11 +35,8 @@ def shown_classes(matrix: list[list[int]], limit: int, selected: int) -> list[in
     return sorted(ranked)
 
 
-class TargetsView:
+class TargetsView(View):
     """Rich renderable: confusion heat map with the target distribution beside it."""
-
-    def __init__(self, state: RunState, view: ViewOptions):
-        self.state, self.view = state, view
 
     def layout(self, width: int) -> tuple[list[list[int]] | None, list[int], int, int]:
         """(matrix, classes shown, name width, cell width) for a given width."""
@@ -51,9 +49,9 @@ class TargetsView:
         limit = max(2, min(k, (width - nw - 3 - 16) // cell))
         return matrix, shown_classes(matrix, limit, self.view.selected), nw, cell
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self, width: int) -> Iterator[Text]:
         state = self.state
-        matrix, shown, nw, cell = self.layout(options.max_width)
+        matrix, shown, nw, cell = self.layout(width)
         dist, kl, source = state.targets(self.view.target_source)
         if not matrix:
             yield Text("waiting for adversarial predictions (training attack or eval)…", style="dim")
