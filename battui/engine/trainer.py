@@ -14,6 +14,12 @@
 `events.jsonl` and to each listener (a callable taking the event dict; it must
 not block). A `RunControl` stops, pauses or saves the run between batches.
 
+Event numbering: `batch`, `train_attack` and `eval` carry the 0-based epoch they
+belong to (the final test `eval` carries the last epoch's); `checkpoint` and
+`run_finished` carry epochs completed. Per-epoch evaluation runs on the
+validation split (at most `eval.val_subset` images, a fixed random subset) or,
+when `data.val_per_class` is 0, on the test split with `split: "test"`.
+
 Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the
 batches from (train.seed, e), so a run resumed from an end-of-epoch `last.pt`
 replays exactly; a mid-epoch `last.pt` (stop or manual save) carries the RNG
