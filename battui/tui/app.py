@@ -144,6 +144,8 @@ class DashboardApp(App[int]):
             self.view.sort = "robust"
             self.view.selected = class_order(self.state, "robust")[0] if self.state.latest_eval else 0
         self._dirty = True
+        if self.state.events_seen == len(message.events):
+            self.redraw()  # the first picture at once, not one timer tick later
 
     def redraw(self) -> None:
         """Repaint from the state if anything changed; runs on a timer, never per event."""
