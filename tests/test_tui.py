@@ -286,3 +286,18 @@ def test_events_file_errors_are_one_line(tmp_path):
         events_file(tmp_path)
     write_events(tmp_path / "events.jsonl", generate_events(epochs=1))
     assert events_file(tmp_path) == tmp_path / "events.jsonl"
+
+
+def test_watch_cli_headless_log_and_bad_dir(tmp_path, capsys):
+    from battui.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["watch", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "no run directory" in capsys.readouterr().err
+    write_events(tmp_path / "events.jsonl", generate_events(epochs=1, finished="completed"))
+    try:
+        main(["watch", str(tmp_path), "--headless"])
+    except SystemExit as done:
+        assert done.code in (0, None)
+    out = capsys.readouterr().out
+    assert "eval" in out and "completed" in out

@@ -72,7 +72,7 @@ class DashboardApp(App[int]):
         Binding("question_mark", "keys", "keys"),
     ]
 
-    def __init__(self, feed: Feed, *, refresh_hz: float = 8.0, clock=time.time):
+    def __init__(self, feed: Feed, *, refresh_hz: float = 5.0, clock=time.time):
         super().__init__()
         self.feed = feed
         self.state = RunState()

@@ -29,7 +29,8 @@ def class_detail(state: RunState, view: ViewOptions) -> Text:
     if not state.num_classes:
         return Text("")
     line = Text("class ", style="dim")
-    line.append(f"{c} {state.class_name(c)}", style="bold cyan")
+    name = state.class_name(c)
+    line.append(name if name == str(c) else f"{c} {name}", style="bold cyan")
     ev = state.latest_eval
     if ev and c < len(ev.get("robust", [])):
         line.append("  rob ")
