@@ -11,7 +11,7 @@ training and evaluation settings, seed) and its event stream ends with
 
 FRL fine-tunes a pre-trained robust model (DESIGN.md 3.2): for each seed the
 table first trains (or reuses) the PGD-AT run of that seed and starts FRL from
-its best.pt. The reference fine-tunes 40 epochs at lr 1e-3 (weight decay 5e-4)
+its final weights (`checkpoints/last.pt`). The reference fine-tunes 40 epochs at lr 1e-3 (weight decay 5e-4)
 after ~100 epochs of pre-training at lr 0.1; scaled to the preset that is
 `FRL_EPOCH_FRACTION` x train.epochs (at least 1) at lr = train.lr / 100,
 weight decay 5e-4, constant schedule.
@@ -31,6 +31,9 @@ from battui.config import Config, load_config, read_config
 from battui.errors import UserError
 
 FRL_EPOCH_FRACTION = 0.4
+# The table evaluates each run's final weights, as the paper reports final models: best.pt is
+# picked by worst-class validation robust error, which on short runs ties at 100% from epoch 1.
+FINAL = "last.pt"
 # Resolved-config keys that change logging only, never the trained weights.
 _COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device")}
 
@@ -198,7 +201,7 @@ def find_completed_run(cfg: Config) -> Path | None:
     want = _normalized(cfg)
     for config_path in sorted(root.glob("*/config.yaml"), reverse=True):
         run_dir = config_path.parent
-        if not (run_dir / "checkpoints" / "best.pt").exists():
+        if not (run_dir / "checkpoints" / FINAL).exists():
             continue
         try:
             have = _normalized(read_config(config_path))
@@ -274,12 +277,13 @@ def run_table(
                 if pretrained is None:
                     base = run_config(plan, MethodRow("pgd-at"), seed)
                     pretrained = ensure_run(plan, base, "pre-trained PGD-AT", log, train)
-                init_from = str(pretrained / "checkpoints" / "best.pt")
+                init_from = str(pretrained / "checkpoints" / FINAL)
             cfg = run_config(plan, row, seed, init_from=init_from)
             run_dir = ensure_run(plan, cfg, row.label, log, train)
             if row.method == "pgd-at" and not row.params and pretrained is None:
                 pretrained = run_dir
-            record = evaluate_checkpoint(run_dir, device=device, limit=limit, spec_overrides=spec_overrides)
+            record = evaluate_checkpoint(run_dir / "checkpoints" / FINAL, device=device, limit=limit,
+                                         spec_overrides=spec_overrides)
             res = record["result"]
             log(f"  evaluated{' (cached)' if record['cached'] else ''}: avg rob {res['avg']['robust']:.2f}%, "
                 f"worst rob {res['worst']['robust']:.2f}%")
