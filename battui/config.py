@@ -178,12 +178,19 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML reads "1e30" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # auto|true|false switches: --set train.amp=true
+            return "true" if value else "false"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     elif isinstance(default, (list, tuple)):

@@ -99,3 +99,9 @@ def test_malformed_yaml_names_its_line(tmp_path):
 
 def test_defaults_are_a_valid_config():
     assert Config().to_dict()["method"]["name"] == "pgd-at"
+
+
+def test_yaml_quirks_in_overrides():
+    cfg = load_config("digits-cnn", ["train.lr=1e30", "train.amp=true", "train.channels_last=false"])
+    assert cfg.train.lr == 1e30
+    assert (cfg.train.amp, cfg.train.channels_last) == ("true", "false")
