@@ -70,7 +70,8 @@ def test_run_writes_run_dir_events_and_checkpoints(tmp_path):
     assert {"model", "optimizer", "scheduler", "method_state", "rng", "config", "data_info", "best_metric"} <= set(last)
     assert set(last["rng"]) >= {"torch", "python", "numpy"}
     best = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert best["best_metric"] == min(e["worst"]["robust"] for e in evals if e["split"] == "val")
+    # best = lowest worst-class robust error on val, ties broken by the average
+    assert best["best_metric"] == min([e["worst"]["robust"], e["avg"]["robust"]] for e in evals if e["split"] == "val")
     kinds = [e["kind"] for e in events if e["type"] == "checkpoint"]
     assert kinds.count("last") == 2 and "best" in kinds
 
@@ -250,3 +251,19 @@ def test_headless_log_lines():
     text = "".join(out)
     assert "bat on digits" in text and "epoch 1/3 batch 5/9 loss 1.5000 (ce 1.0000 kl 0.5000)" in text
     assert "[0:01:15]" in text and "robust avg 30.0% worst 50.0% (class b)" in text
+
+
+def test_weight_averaging_method_ends_with_its_average(tmp_path):
+    """CFA's FAWA: the run saves the average as fawa.pt and tests those weights; last.pt keeps the raw ones."""
+    trainer = Trainer(tiny(tmp_path, "method.name=cfa", "method.num_classes=10", "method.fawa_threshold=0.0",
+                           "train.epochs=2"))
+    assert trainer.run() == "completed"
+    averaged = trainer.method.averaged_state()
+    assert averaged is not None
+    fawa = load_checkpoint(trainer.checkpoint_dir / "fawa.pt")["model"]
+    last = load_checkpoint(trainer.checkpoint_dir / "last.pt")["model"]
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(fawa[name], value.cpu())
+    assert any(not torch.equal(fawa[k], last[k]) for k in fawa if fawa[k].is_floating_point())
+    kinds = [e["kind"] for e in read_events(trainer.events_path) if e["type"] == "checkpoint"]
+    assert "averaged" in kinds

@@ -297,18 +297,31 @@ class Trainer:
             metric = None
             if (epoch + 1) % max(1, cfg.eval.every) == 0 or epoch + 1 == epochs:
                 record = self.evaluate(self.val_batches, self.val_name, epoch, method_info)
-                metric = record["worst"]["robust"]
+                # worst-class robust error, ties (common early on, at 100%) broken by the average
+                metric = [record["worst"]["robust"], record["avg"]["robust"]]
             if not self.save_last(epoch_done=epoch + 1):
                 return self._finish("failed", epoch)
-            if metric is not None and (self.best_metric is None or metric < self.best_metric):
+            if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
                 self.best_metric = metric
                 if self.dist.is_main:
                     path = save_checkpoint(self.checkpoint_dir / "best.pt", self._payload(epoch + 1, 0))
-                    self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric))
+                    self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
             if distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]:
                 return self._finish("interrupted", epoch + 1)
+        self._use_averaged_weights(epochs)
         self.evaluate(self.test_batches, "test", epoch)
         return self._finish("completed", epochs)
+
+    def _use_averaged_weights(self, epochs: int) -> None:
+        """Methods that average weights (CFA's FAWA) end with the average: saved as
+        fawa.pt and loaded for the test evaluation; last.pt keeps the raw weights for resuming."""
+        averaged = self.method.averaged_state()
+        if averaged is None:
+            return
+        load_model_state(self.model, averaged, f"{self.cfg.method.name}'s averaged weights")
+        if self.dist.is_main:
+            path = save_checkpoint(self.checkpoint_dir / "fawa.pt", self._payload(epochs, 0))
+            self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
     def _method_validation(self, epoch: int) -> dict:
         runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
@@ -322,7 +335,7 @@ class Trainer:
         elif status == "interrupted":
             reason = self.control.stop_reason or "stopped"
         else:
-            best = f"; best worst-class robust error {self.best_metric:.1f}%" if self.best_metric is not None else ""
+            best = f"; best worst-class robust error {self.best_metric[0]:.1f}%" if self.best_metric else ""
             reason = f"trained {self.cfg.train.epochs} epochs{best}"
         self.emit(RunFinished(status=status, reason=reason, epoch=epoch))
         return status

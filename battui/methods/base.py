@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def float_parts(**terms: Tensor) -> dict[str, float]:
     return dict(zip(terms, values, strict=True))
 
 
-class Method:
+class Method(abc.ABC):
     """Base class: attack parameters shared by every method.
 
     Arguments:
@@ -80,11 +81,13 @@ class Method:
                     out[p.name] = p.default
         return out
 
+    @abc.abstractmethod
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        raise NotImplementedError
+        """One training step's loss on the batch (x in [0, 1], y class indices)."""
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         """Called before each epoch; ``epoch`` counts from 0."""
+        return None
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         """Called after each epoch with validation batches (only used if ``needs_validation``)."""
@@ -93,6 +96,10 @@ class Method:
     def state_dict(self) -> dict[str, Any]:
         """Method state for checkpoints: tensors and plain containers only."""
         return {}
+
+    def averaged_state(self) -> dict[str, Tensor] | None:
+        """Weights the run should end with instead of the last ones (CFA's FAWA), or None."""
+        return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
