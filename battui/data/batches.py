@@ -35,7 +35,7 @@ PAD = 4
 _MASK = (1 << 63) - 1
 
 
-def _seed(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
     """Mix integers into one 63-bit seed (splitmix64 steps), so nearby inputs give unrelated streams."""
     h = 0x9E3779B97F4A7C15
     for p in parts:
@@ -117,7 +117,7 @@ class Batches:
         """This rank's sample indices for the current epoch (CPU, long)."""
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(n)
         if self.world_size > 1:
@@ -133,6 +133,6 @@ class Batches:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = as_float(self.images[idx])
             if self.augment:
-                gen = torch.Generator().manual_seed(_seed(self.seed, self.epoch, self.rank, i, 1))
+                gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, i, 1))
                 x = crop_flip(x, gen)
             yield x, self.labels[idx]

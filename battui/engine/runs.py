@@ -25,18 +25,8 @@ from typing import Any
 import torch
 
 from battui.config import Config, read_config, save_config
+from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
 from battui.errors import UserError
-
-_MASK = (1 << 63) - 1
-
-
-def mix_seed(*parts: int) -> int:
-    """Mix integers into one 63-bit seed (splitmix64), so (seed, epoch, rank) give unrelated streams."""
-    h = 0x2545F4914F6CDD1D
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return h & _MASK
 
 
 def seed_everything(seed: int) -> None:
