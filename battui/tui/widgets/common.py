@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ class ViewOptions:
     target_source: str = "eval"
 
 
-class View:
+class View(abc.ABC):
     """A width-aware panel renderable: `lines(width)` runs once per width, however often Textual asks.
 
     Textual renders a widget's content to measure its height and again to paint
@@ -36,8 +37,9 @@ class View:
         self.state, self.view = state, view
         self._cache: dict[int, Text] = {}
 
+    @abc.abstractmethod
     def lines(self, width: int) -> Iterable[Text]:
-        raise NotImplementedError
+        """The panel's lines at `width` columns."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
