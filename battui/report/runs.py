@@ -31,9 +31,16 @@ from battui.config import Config, load_config, read_config
 from battui.errors import UserError
 
 FRL_EPOCH_FRACTION = 0.4
-# The table evaluates each run's final weights, as the paper reports final models: best.pt is
-# picked by worst-class validation robust error, which on short runs ties at 100% from epoch 1.
+# The table evaluates each run's final weights, as the paper reports final models (best.pt is
+# picked on the validation split); a weight-averaging method's final weights are its average.
 FINAL = "last.pt"
+AVERAGED = "fawa.pt"
+
+
+def final_weights(run_dir: Path) -> Path:
+    """The checkpoint a run ended with: the averaged weights (CFA's FAWA) if any, else last.pt."""
+    averaged = run_dir / "checkpoints" / AVERAGED
+    return averaged if averaged.exists() else run_dir / "checkpoints" / FINAL
 # Resolved-config keys that change logging only, never the trained weights.
 _COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device")}
 
@@ -282,7 +289,7 @@ def run_table(
             run_dir = ensure_run(plan, cfg, row.label, log, train)
             if row.method == "pgd-at" and not row.params and pretrained is None:
                 pretrained = run_dir
-            record = evaluate_checkpoint(run_dir / "checkpoints" / FINAL, device=device, limit=limit,
+            record = evaluate_checkpoint(final_weights(run_dir), device=device, limit=limit,
                                          spec_overrides=spec_overrides)
             res = record["result"]
             log(f"  evaluated{' (cached)' if record['cached'] else ''}: avg rob {res['avg']['robust']:.2f}%, "
