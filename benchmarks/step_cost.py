@@ -19,16 +19,16 @@ saved, median times of a full training step (attack + loss + backward +
 optimizer step) for both methods measured alternately from identical model and
 optimizer states, and their ratio.
 
-Measured (2-core x86_64 CPU shared with other jobs, torch 2.15, ResNet-18
-width 16, batch 128x3x32x32, 10 steps; noisy, one or two repeats):
-  default (the 30-step warm-up left the model at chance, 9% clean accuracy):
-      early stopping saved 81.6% of the attack's gradient rows; BAT/TRADES = 0.28x
-      -- flattering: most samples are misclassified at the start point.
-  --no-flip (no sample ever stops, BAT's worst case): saved 0%; BAT/TRADES = 1.19x
-      -- the price of BAT's third loss forward (x_clean) and its backward.
-So BAT is <= 1.0x TRADES once early stopping saves roughly a fifth to a quarter
-of the attack work; on a robustly trained CIFAR model it depends on the
-per-step survival printed here. Time a real model with --checkpoint.
+Measured (2-core x86_64 CPU, torch 2.15, ResNet-18 width 16, batch 128x3x32x32,
+10 steps; the ratio depends on how much of the attack early stopping saves,
+i.e. on the model's state):
+  --warmup-steps 60 --repeats 5: clean 47%, PGD-10 12%; saved 61.0% -> BAT/TRADES 0.75x
+  --warmup-steps 90:             clean 100%, PGD-10 74%; saved 9.5% -> 1.26x (noisy)
+  --warmup-steps 300:            clean 100%, PGD-10 99%; saved 0%   -> 1.11x
+  --no-flip (no sample stops, BAT's worst case):        saved 0%   -> 1.19x
+BAT pays one more loss forward/backward (x_clean) than TRADES, so it is cheaper
+once early stopping saves roughly 15% of the attack's gradient work. Time a real
+trained model with --checkpoint.
 """
 
 from __future__ import annotations
