@@ -83,27 +83,25 @@ def evaluate(
     counter = ClassCounter(num_classes, spec.steps, device=device)
     seen = 0
     # the same random starts for every checkpoint compared, and training's RNG untouched
-    fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-    fork.__enter__()
-    torch.manual_seed(spec.seed)
-    try:
-        for x, y in batches:
-            if limit and seen >= limit:
-                break
-            if limit:
-                x, y = x[: limit - seen], y[: limit - seen]
-            with torch.no_grad():
-                clean_pred = model(x).argmax(1)
-            if spec.name == "autoattack":
-                adv_pred, steps = _autoattack_outcome(model, x, y, spec, num_classes)
-            else:
-                adv_pred, steps = _pgd_outcome(model, x, y, spec)
-            counter.update(y, adv_pred, steps, clean_pred=clean_pred)
-            seen += len(y)
-            if progress is not None:
-                progress(len(y))
-    finally:
-        fork.__exit__(None, None, None)
-        model.train(was_training)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.seed)
+        try:
+            for x, y in batches:
+                if limit and seen >= limit:
+                    break
+                if limit:
+                    x, y = x[: limit - seen], y[: limit - seen]
+                with torch.no_grad():
+                    clean_pred = model(x).argmax(1)
+                if spec.name == "autoattack":
+                    adv_pred, steps = _autoattack_outcome(model, x, y, spec, num_classes)
+                else:
+                    adv_pred, steps = _pgd_outcome(model, x, y, spec)
+                counter.update(y, adv_pred, steps, clean_pred=clean_pred)
+                seen += len(y)
+                if progress is not None:
+                    progress(len(y))
+        finally:
+            model.train(was_training)
     counter.all_reduce()
     return {**counter.errors(), "attack": spec.to_dict()}
