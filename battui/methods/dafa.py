@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
-from battui.methods.cfa import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
 
 
 def dafa_weights(similarity: Tensor, lam: float) -> Tensor:

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from battui.attacks import eval_mode, kl_logits, linf_pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.cfa import accumulator_dtype, class_sums, trades_terms
+from battui.methods.classwise import accumulator_dtype, class_sums, trades_terms
 
 
 def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
