@@ -64,7 +64,13 @@ def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
 
 
 def shutdown() -> None:
+    """Leave the process group together: without the barrier a rank that tears gloo down
+    while its peer still finishes the run can abort ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is already gone; nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
