@@ -10,6 +10,7 @@ import torch
 from battui.config import DataConfig
 from battui.data import ArraySplit, Batches, DataSplits, build_datasets, crop_flip
 from battui.data import imagenette as imagenette_module
+from battui.data.synthetic import make_synthetic_pool
 from battui.errors import UserError
 from tests.fixtures_data import (
     CIFAR10_NAMES,
@@ -118,6 +119,19 @@ def test_synthetic_any_size_and_channels_with_unequal_difficulty() -> None:
     again = build_datasets(cfg(name="synthetic", image_size=12, channels=2, per_class=40, val_per_class=5), seed=3)
     assert torch.allclose(row_keys(torch.cat([again.train.images, again.val.images, again.test.images])),
                           row_keys(torch.cat([splits.train.images, splits.val.images, splits.test.images])))
+
+
+def test_synthetic_contrast_scale_pulls_every_class_towards_grey() -> None:
+    def spread(pool) -> list[float]:
+        x = pool.images.float() / 255
+        return [(x[pool.labels == c].mean(0) - 0.5).abs().mean().item() for c in (0, 9)]
+
+    full = spread(make_synthetic_pool(per_class=50, size=16, seed=1))
+    low = spread(make_synthetic_pool(per_class=50, size=16, seed=1, contrast_scale=0.3))
+    # Same patterns, 0.3x the contrast (up to the pixel noise's clipping and rounding).
+    assert low[0] == pytest.approx(0.3 * full[0], rel=0.15) and low[1] < 0.5 * full[1]
+    with pytest.raises(ValueError, match="contrast_scale"):
+        make_synthetic_pool(contrast_scale=0)
 
 
 # --- CIFAR ------------------------------------------------------------------------------------------
