@@ -149,29 +149,30 @@ def measure(model, opt, x, y, args, device) -> dict:
         clean_acc = (model(x).argmax(1) == y).float().mean().item()
     robust_acc = (linf_pgd(model, x, y, **attack).adv_pred == y).float().mean().item()
 
-    # Attack work: the rows of every forward with a grad-carrying input (forward+backward rows).
-    rows = {"grad": 0, "nograd": 0}
-
-    def count(_module, inputs):
-        rows["grad" if inputs[0].requires_grad else "nograd"] += inputs[0].shape[0]
-
-    handle = model.register_forward_pre_hook(count)
-    torch.manual_seed(1)
-    be = boundary_examples(model, x, y, attack["eps"], args.step_size, args.steps)
-    bat_rows = rows["grad"]
-    rows.update(grad=0, nograd=0)
-    torch.manual_seed(1)
-    pgd = linf_pgd(model, x, y, **attack, objective="kl", start="gaussian")
-    trades_rows = rows["grad"]
-    handle.remove()
-    stf = be.steps_to_flip.cpu()
-    hist = [int((stf == k).sum()) for k in range(args.steps + 1)] + [int((stf == -1).sum())]
-
     methods = {"trades": build_method("trades", **attack), "bat": build_method("bat", **attack)}
     attacks = {
         "trades": lambda: linf_pgd(model, x, y, **attack, objective="kl", start="gaussian"),
         "bat": lambda: boundary_examples(model, x, y, attack["eps"], args.step_size, args.steps),
     }
+
+    # Attack work: the rows of every forward with a grad-carrying input (forward+backward rows).
+    rows = {"trades": 0, "bat": 0}
+    counting = "bat"
+
+    def count(_module, inputs):
+        if inputs[0].requires_grad:
+            rows[counting] += inputs[0].shape[0]
+
+    handle = model.register_forward_pre_hook(count)
+    torch.manual_seed(1)
+    be = attacks["bat"]()
+    counting = "trades"
+    torch.manual_seed(1)
+    pgd = attacks["trades"]()
+    handle.remove()
+    stf = be.steps_to_flip.cpu()
+    hist = [int((stf == k).sum()) for k in range(args.steps + 1)] + [int((stf == -1).sum())]
+
     # The loss part alone: the method's step with its attack replaced by the result computed above.
     fixed_attack = {
         "trades": mock.patch.object(trades_module, "linf_pgd", lambda *a, **k: pgd),
@@ -209,7 +210,7 @@ def measure(model, opt, x, y, args, device) -> dict:
     # BAT's extra loss work over TRADES', as a share of TRADES' attack: the saving that breaks even.
     extra = best["loss", "bat"] - best["loss", "trades"]
     return dict(
-        clean=clean_acc, robust=robust_acc, hist=hist, saved=1 - bat_rows / trades_rows,
+        clean=clean_acc, robust=robust_acc, hist=hist, saved=1 - rows["bat"] / rows["trades"],
         steps={name: times["step", name] for name in methods}, best=best,
         ratio=best["step", "bat"] / best["step", "trades"], break_even=extra / best["attack", "trades"],
     )
@@ -272,7 +273,7 @@ def main() -> None:
             report(f"after {done} warm-up steps", results[-1][1], args)
 
     print(f"\nsummary ({time.perf_counter() - t_start:.0f} s):")
-    print("  warm-up  clean  PGD-10  saved  TRADES ms  BAT ms  BAT/TRADES  break-even")
+    print(f"  warm-up  clean  {f'PGD-{args.steps}':>6}  saved  TRADES ms  BAT ms  BAT/TRADES  break-even")
     for label, m in results:
         print(f"  {label:>7}  {m['clean']:5.0%}  {m['robust']:6.0%}  {m['saved']:5.0%}  "
               f"{m['best']['step', 'trades'] * 1000:9.0f}  {m['best']['step', 'bat'] * 1000:6.0f}  "
