@@ -1,4 +1,4 @@
-"""House rule: the engine packages never import the UI (DESIGN.md section 1)."""
+"""House rule: the engine packages never import the UI (docs/DESIGN.md section 1)."""
 
 from __future__ import annotations
 

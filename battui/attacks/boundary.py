@@ -1,4 +1,4 @@
-"""BAT's boundary examples (paper Algorithm 1, DESIGN.md section 3.1)."""
+"""BAT's boundary examples (paper Algorithm 1, docs/DESIGN.md section 3.1)."""
 
 from __future__ import annotations
 

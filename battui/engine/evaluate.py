@@ -1,4 +1,4 @@
-"""Per-class robust evaluation (DESIGN.md section 4), shared by training and `battui eval`.
+"""Per-class robust evaluation (docs/DESIGN.md section 4), shared by training and `battui eval`.
 
     spec = AttackSpec(name="pgd", eps=8/255, step_size=2/255, steps=20)
     result = evaluate(model, batches, num_classes=10, spec=spec)

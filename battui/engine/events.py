@@ -97,7 +97,7 @@ class TrainAttack(Event):
 
 @dataclass
 class EvalEvent(Event):
-    """Per-class evaluation (DESIGN.md section 4); errors are percentages."""
+    """Per-class evaluation (docs/DESIGN.md section 4); errors are percentages."""
 
     type: ClassVar[str] = "eval"
     epoch: int

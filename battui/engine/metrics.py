@@ -1,6 +1,6 @@
 """Per-class counting: the one place where robust-fairness numbers are computed.
 
-Definitions (DESIGN.md section 4, the paper's and FRL's), per class c:
+Definitions (docs/DESIGN.md section 4, the paper's and FRL's), per class c:
 - standard error: clean prediction wrong;
 - boundary error: clean prediction right and adversarial prediction wrong;
 - robust error: clean wrong or adversarial wrong (= standard + boundary exactly);

@@ -1,5 +1,5 @@
 """BAT: Sun et al., "Improving Robust Fairness via Balance Adversarial
-Training", AAAI 2023 (paper section 3.3, Algorithm 1; DESIGN.md 3.1).
+Training", AAAI 2023 (paper section 3.3, Algorithm 1; docs/DESIGN.md section 3.1).
 
 One early-stopped TRADES-KL attack per batch (``boundary_examples``) gives the
 last correctly classified iterate x_clean and the first misclassified one

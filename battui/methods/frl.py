@@ -1,6 +1,6 @@
 """FRL (Reweight + Remargin): Xu et al., "To be Robust or to be Fair:
 Towards Fairness in Adversarial Training", ICML 2021 (public code
-hannxu123/fair_robust, ``frlrmrw.py``; DESIGN.md 3.2).
+hannxu123/fair_robust, ``frlrmrw.py``; docs/DESIGN.md section 3.2).
 
 Fine-tunes a pre-trained robust model. Between epochs, on a held-out
 validation split, per-class clean error e0_i and boundary error e1_i

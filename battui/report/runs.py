@@ -9,7 +9,7 @@ resolved config (preset, data, model, attack, method and its parameters,
 training and evaluation settings, seed) and its event stream ends with
 `run_finished: completed`; otherwise the run is trained headless.
 
-FRL fine-tunes a pre-trained robust model (DESIGN.md 3.2): for each seed the
+FRL fine-tunes a pre-trained robust model (docs/DESIGN.md section 3.2): for each seed the
 table first trains (or reuses) the PGD-AT run of that seed and starts FRL from
 its final weights (`checkpoints/last.pt`). The reference fine-tunes 40 epochs at lr 1e-3 (weight decay 5e-4)
 after ~100 epochs of pre-training at lr 0.1; scaled to the preset that is
