@@ -119,6 +119,7 @@ def test_train_tensorboard_live_equals_events_and_export(tmp_path, capsys) -> No
     run = next((tmp_path / "runs").iterdir())
     events = load(run / "events.jsonl")
     assert (run / "tensorboard").is_dir()
+    assert "tensorboard: true" in (run / "config.yaml").read_text()  # --tensorboard is run.tensorboard=true
     live = read_tb(run / "tensorboard")
     check_against_events(live, events)
     assert {"val", "test"} <= {tag.split("/")[0] for tag in live.Tags()["scalars"]}
