@@ -99,6 +99,7 @@ class RunConfig:
     root: str = "runs"  # runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/
     name: str = ""  # empty = generated
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tensorboard: bool = False  # also write RUN/tensorboard/ live (needs battui[tensorboard])
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-ENGINE_PACKAGES = ["battui.engine", "battui.methods", "battui.attacks", "battui.data", "battui.models", "battui.report"]
+ENGINE_PACKAGES = ["battui.engine", "battui.methods", "battui.attacks", "battui.data", "battui.models", "battui.report",
+                    "battui.figures"]
 
 
 def test_engine_packages_import_without_textual():

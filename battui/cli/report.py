@@ -21,7 +21,8 @@ from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
 from battui.report.formats import emit, resolve_format
 
 ATTACK_HELP = "pgd (PGD-N, CE, uniform start; the checkpoint's eval settings) or autoattack (standard, torchattacks)."
-FORMAT_HELP = "rich (terminal tables), markdown, csv or json (every per-class number). Default: from --output's suffix."
+FORMAT_HELP = ("rich (terminal tables), markdown, csv, json (every per-class number) or latex (booktabs). "
+               "Default: from --output's suffix.")
 OUTPUT_HELP = "Write the report to this file instead of the terminal."
 
 

@@ -97,6 +97,9 @@ def train_command(
                                      "(log in RUN_DIR/train.log, pid in RUN_DIR/train.pid) and watch it."),
     run_name: str = typer.Option(None, "--run-name",
                                  help="Run directory name under run.root (default <preset>-<method>-<time>)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard",
+                                     help="Also log to RUN_DIR/tensorboard/ live (= --set run.tensorboard=true; "
+                                          "needs pip install 'battui[tensorboard]')."),
 ) -> None:
     """Train a model adversarially and log per-class robustness as it goes.
 
@@ -106,6 +109,8 @@ def train_command(
     finish the current batch, save last.pt and exit non-zero; `--resume` continues.
     """
     overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
+    if tensorboard:
+        overrides.append("run.tensorboard=true")
     control = RunControl()
     if resume is not None:
         if run_name:

@@ -91,6 +91,10 @@ class Trainer:
         self._global_flags = apply_determinism(cfg.train.deterministic, self.device)
         if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
             raise UserError("train.epochs and train.batch_size must be at least 1")
+        if cfg.run.tensorboard:
+            from battui.report.tensorboard import summary_writer_class
+
+            summary_writer_class()  # a missing tensorboard fails here, before anything is written
         seed = cfg.train.seed
         splits = build_datasets(cfg.data, seed=seed)
         self.classes, k = list(splits.classes), splits.num_classes
@@ -144,6 +148,10 @@ class Trainer:
             runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
                            or self.resume_dir is not None)
             runs.repair_events_tail(self.events_path)
+            if cfg.run.tensorboard:
+                from battui.report.tensorboard import TensorBoardListener
+
+                self.listeners.append(TensorBoardListener(self.run_dir / "tensorboard"))  # RUN/tensorboard/, live
         self.prepared = True
         return self
 

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from battui.errors import UserError
 
-FORMATS = ("rich", "markdown", "csv", "json")
+FORMATS = ("rich", "markdown", "csv", "json", "latex")
 BAR_WIDTH = 12
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -195,13 +195,21 @@ def resolve_format(fmt: str | None, output: str | None) -> str:
         fmt = fmt.lower()
         if fmt == "md":
             fmt = "markdown"
+        if fmt == "tex":
+            fmt = "latex"
         if fmt not in FORMATS:
             raise UserError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}")
         return fmt
     if output:
         suffix = Path(output).suffix.lower()
-        return {".md": "markdown", ".csv": "csv", ".json": "json"}.get(suffix, "markdown")
+        return {".md": "markdown", ".csv": "csv", ".json": "json", ".tex": "latex"}.get(suffix, "markdown")
     return "rich"
+
+
+def _latex(sections: list[Section]) -> str:
+    from battui.report.latex import to_latex  # it imports this module
+
+    return to_latex(sections)
 
 
 def emit(sections: list[Section], data: Any, *, fmt: str, output: str | None, console: Console) -> None:
@@ -215,9 +223,8 @@ def emit(sections: list[Section], data: Any, *, fmt: str, output: str | None, co
         else:  # a pipe or log file: wide enough that the Table 1 columns are never cut
             render_rich(sections, Console(file=console.file, width=max(console.width, 160), color_system=None))
         return
-    text = {"markdown": lambda: to_markdown(sections), "csv": lambda: to_csv(sections), "json": lambda: to_json(data)}[
-        fmt
-    ]()
+    text = {"markdown": lambda: to_markdown(sections), "csv": lambda: to_csv(sections), "json": lambda: to_json(data),
+            "latex": lambda: _latex(sections)}[fmt]()
     if output:
         try:
             Path(output).write_text(text, encoding="utf-8")

@@ -42,7 +42,7 @@ def final_weights(run_dir: Path) -> Path:
     averaged = run_dir / "checkpoints" / AVERAGED
     return averaged if averaged.exists() else run_dir / "checkpoints" / FINAL
 # Resolved-config keys that change logging only, never the trained weights.
-_COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device")}
+_COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device", "tensorboard")}
 
 LABELS = {"pgd-at": "PGD-AT", "trades": "TRADES", "frl": "FRL", "fat": "FAT", "gairat": "GAIRAT", "bat": "BAT"}
 TABLE2_TEXT = {
