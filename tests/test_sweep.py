@@ -1,40 +1,47 @@
-"""`battui table` as a sweep, end to end on synthetic-tiny (1 epoch, 2 methods, 1 seed, CPU):
-`--jobs 2` == `--jobs 1` (resubmitting a failed and a missing run), a re-run collects without training,
-submitit's local executor runs and collects the table, and a preempted job resumes exactly.
+"""`battui table` as a sweep, end to end on synthetic-tiny (2 epochs, 2 methods, 1 seed, CPU, default
+--device auto): `--jobs 2` == `--jobs 1` (which resubmits a failed and a missing run), a re-run collects
+without training, and submitit's local executor runs the table while one of its jobs is preempted: the
+requeued job resumes and ends with the weights of the uninterrupted run.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_sweep.py -x -q
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from battui.config import load_config
+from battui.cli import main
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
-from battui.engine.trainer import Trainer
-from battui.report.launchers import LaunchSettings, make_launcher, worker_command
 from battui.report.runs import TablePlan, parse_methods
-from battui.report.sweep import PlannedRun, _materialize, plan_table
+from battui.report.sweep import _materialize, plan_table
 from tests.test_report import run_cli
 
 pytest.importorskip("submitit")
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ["--set", "train.epochs=1"]
+EPOCHS = 2  # 14 batches a run: time to preempt one mid-run
 
 
 def table_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["table", "--preset", "synthetic-tiny", "--methods", "pgd-at,trades", "--seeds", "1", *SETS,
-            "--set", f"run.root={root}", "--format", "json", "-o", str(out), *extra]
+    return ["table", "--preset", "synthetic-tiny", "--methods", "pgd-at,trades", "--seeds", "1",
+            "--set", f"train.epochs={EPOCHS}", "--set", f"run.root={root}", "--format", "json", "-o", str(out),
+            *extra]
+
+
+def planned(root: Path):
+    plan = TablePlan("synthetic-tiny", parse_methods("pgd-at,trades"), seeds=1,
+                     overrides=[f"train.epochs={EPOCHS}", f"run.root={root}"])
+    return plan_table(plan)[0]
 
 
 def assert_same_table(a: dict, b: dict) -> None:
@@ -45,21 +52,23 @@ def assert_same_table(a: dict, b: dict) -> None:
         assert [e["result"] for e in ra["evaluations"]] == [e["result"] for e in rb["evaluations"]]
 
 
+@pytest.fixture(scope="module")
+def jobs2(tmp_path_factory) -> tuple[dict, str]:
+    """The table with `--jobs 2`: its workers import this checkout's battui."""
+    tmp = tmp_path_factory.mktemp("jobs2")
+    out, err = tmp / "table.json", io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.setenv("PYTHONPATH", str(ROOT))
+        try:
+            main(table_args(tmp / "runs", out, "--jobs", "2"))
+        except SystemExit as exc:
+            assert not exc.code, err.getvalue()
+    return json.loads(out.read_text()), err.getvalue()
+
+
 @pytest.fixture(autouse=True)
 def _workers_import_this_battui(monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-
-
-@pytest.fixture(scope="module")
-def jobs2(tmp_path_factory) -> tuple[dict, str]:
-    """The table with `--jobs 2`, as a user runs it (a subprocess, default --device auto)."""
-    tmp = tmp_path_factory.mktemp("jobs2")
-    out = tmp / "table.json"
-    proc = subprocess.run([sys.executable, "-m", "battui", *table_args(tmp / "runs", out, "--jobs", "2")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(out.read_text()), proc.stderr
 
 
 def test_jobs_2_gives_the_same_table_as_jobs_1(jobs2, tmp_path, capsys) -> None:
@@ -75,9 +84,7 @@ def test_jobs_2_gives_the_same_table_as_jobs_1(jobs2, tmp_path, capsys) -> None:
 
     # --jobs 1 in a fresh root where PGD-AT's folder holds a failed attempt and TRADES is missing
     root = tmp_path / "runs"
-    plan = TablePlan("synthetic-tiny", parse_methods("pgd-at,trades"), seeds=1,
-                     overrides=["train.epochs=1", f"run.root={root}"])
-    runs, _ = plan_table(plan)
+    runs = planned(root)
     _materialize(runs[0])
     (runs[0].run_dir / "events.jsonl").write_text(json.dumps({"type": "run_finished", "status": "failed"}) + "\n")
     code, _, err = run_cli(capsys, *table_args(root, tmp_path / "t1.json", "--jobs", "1"))
@@ -93,19 +100,16 @@ def test_jobs_2_gives_the_same_table_as_jobs_1(jobs2, tmp_path, capsys) -> None:
     assert "table: 2 runs: 2 done, 0 running, 0 failed, 0 missing" in err and "started" not in err
     assert_same_table(table1, json.loads((tmp_path / "again.json").read_text()))
 
-
-def test_submitit_local_runs_and_collects_a_two_run_table(jobs2, tmp_path, capsys) -> None:
-    root = tmp_path / "runs"
-    code, _, err = run_cli(capsys, *table_args(root, tmp_path / "t.json", "--launcher", "submitit-local",
-                                               "--jobs", "2"))
+    # a sweep over a --set value: the 2-epoch row is the PGD-AT run above, the 1-epoch row trains
+    args = table_args(root, tmp_path / "sweep.json", "--sweep", "train.epochs=2,1")
+    args[args.index("pgd-at,trades")] = "pgd-at"
+    code, _, err = run_cli(capsys, *args)
     assert code == 0, err
-    assert err.count("started (submitit job ") == 2
-    table = json.loads((tmp_path / "t.json").read_text())
-    assert_same_table(jobs2[0], table)
-    for row in table["rows"]:
-        record = json.loads((Path(row["runs"][0]) / "job.json").read_text())
-        assert record["launcher"] == "submitit-local"
-        assert (root / ".submitit" / str(record["job_id"])).is_dir()
+    assert "table: 2 runs: 1 done, 0 running, 0 failed, 1 missing" in err
+    swept = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [r["label"] for r in swept] == ["PGD-AT [train.epochs=2]", "PGD-AT [train.epochs=1]"]
+    assert swept[0]["runs"] == table1["rows"][0]["runs"] and swept[1]["runs"] != swept[0]["runs"]
+    assert swept[1]["evaluations"][0]["epoch"] == 1
 
 
 def _parent(pid: int) -> int:
@@ -122,34 +126,46 @@ def _wait_for(predicate, timeout: float = 300.0):
     raise AssertionError("timed out waiting")
 
 
+def _preempt(run_dir: Path, box: dict) -> None:
+    """Once the run trains (batch 2 of 14), send USR2 as Slurm does before a time limit: to every
+    process of the job, submitit's (checkpoint + requeue) and the worker's (saves last.pt)."""
+    try:
+        events = run_dir / "events.jsonl"
+        _wait_for(lambda: events.exists() and any(e["type"] == "batch" and e["batch"] == 2
+                                                  for e in read_events(events)))
+        worker = json.loads((run_dir / "worker.json").read_text())["pid"]
+        for pid in (_parent(worker), worker):
+            os.kill(pid, signal.SIGUSR2)
+        box["sent"] = True
+    except BaseException as exc:  # reported by the test
+        box["error"] = exc
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the job's processes through /proc")
-def test_preempted_job_saves_requeues_and_finishes_with_the_uninterrupted_weights(tmp_path) -> None:
-    sets = ["train.epochs=2", f"run.root={tmp_path}", "run.device=cpu"]
-    reference = Trainer(load_config("synthetic-tiny", [*sets, "run.name=reference"])).prepare()
-    assert reference.run() == "completed"
+def test_submitit_local_table_with_a_preempted_job_resumes_exactly(jobs2, tmp_path, capsys) -> None:
+    root = tmp_path / "runs"
+    pgd_at = planned(root)[0].run_dir
+    box: dict = {}
+    thread = threading.Thread(target=_preempt, args=(pgd_at, box), daemon=True)
+    thread.start()
+    code, _, err = run_cli(capsys, *table_args(root, tmp_path / "t.json", "--launcher", "submitit-local",
+                                               "--jobs", "2"))
+    thread.join(timeout=10)
+    assert code == 0, err
+    assert box.get("sent"), box
+    assert err.count("started (submitit job ") == 2
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert_same_table(jobs2[0], table)  # the preempted run ended with the uninterrupted run's weights
 
-    cfg = load_config("synthetic-tiny", [*sets, "run.name=preempted"])
-    run = PlannedRun("PGD-AT, seed 0", cfg, tmp_path / "preempted")
-    _materialize(run)
-    launcher = make_launcher(LaunchSettings("submitit-local"), tmp_path)
-    job = launcher.submit(run.run_dir, worker_command(run.run_dir, device="cpu", limit=0, attack={}))
-    events = run.run_dir / "events.jsonl"
-    # mid-run (12 of 14 batches to go), send USR2 as Slurm does before a time limit: to every process of the job
-    _wait_for(lambda: events.exists() and any(e["type"] == "batch" and e["batch"] == 2 for e in read_events(events)))
-    worker = json.loads((run.run_dir / "worker.json").read_text())["pid"]
-    for pid in (_parent(worker), worker):  # submitit's process (checkpoint + requeue), then the worker
-        os.kill(pid, signal.SIGUSR2)
-    assert job.job.result() == 0  # the requeued job finished
-
-    finished = [e for e in read_events(events) if e["type"] == "run_finished"]
+    finished = [e for e in read_events(pgd_at / "events.jsonl") if e["type"] == "run_finished"]
     assert [e["status"] for e in finished] == ["interrupted", "completed"]
     assert "SIGUSR2" in finished[0]["reason"] or "SIGTERM" in finished[0]["reason"]
-    resumed = [e["text"] for e in read_events(events) if e["type"] == "message" and "resumed from" in e["text"]]
-    assert len(resumed) == 1
-    assert "Requeued job" in (job.job.stderr() or "") + (job.job.stdout() or "")
-    got = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
-    want = load_checkpoint(reference.run_dir / "checkpoints" / "last.pt")
-    assert got["epoch"] == want["epoch"] == 2
+    record = json.loads((pgd_at / "job.json").read_text())
+    assert record["launcher"] == "submitit-local"
+    logs = "".join(p.read_text() for p in (root / ".submitit" / str(record["job_id"])).glob("*_log.*"))
+    assert "Requeued job" in logs
+    got = load_checkpoint(pgd_at / "checkpoints" / "last.pt")
+    want = load_checkpoint(Path(jobs2[0]["rows"][0]["runs"][0]) / "checkpoints" / "last.pt")
+    assert got["epoch"] == want["epoch"] == EPOCHS
     for name, tensor in want["model"].items():
         assert torch.equal(tensor, got["model"][name]), name
-    assert list((run.run_dir / "checkpoints").glob("last.pt.eval-*.json"))  # the job also evaluated it

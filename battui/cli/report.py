@@ -147,6 +147,8 @@ def table_command(
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
     ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    sweeps: list[str] = typer.Option([], "--sweep", help="section.key=v1,v2: every row once per value "
+                                     "(repeatable: every combination), e.g. --sweep train.epochs=10,30."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every run even when a finished one matches."),
     attack: str = _ATTACK,
     eps: float = _EPS,
@@ -178,14 +180,14 @@ def table_command(
     from battui.engine.device import resolve_device
     from battui.report.layouts import aggregate, describe_attack, table_sections
     from battui.report.runs import TablePlan, ablation_rows, parse_methods
-    from battui.report.sweep import run_sweep
+    from battui.report.sweep import run_sweep, sweep_rows
 
     kind = resolve_format(fmt, output)
     resolve_device(device)
     launch = sweep_options.launch_settings(
         launcher=launcher, jobs=jobs, devices=devices, slurm_config=slurm_config, partition=partition,
         account=account, time_limit=time_limit, gpus=gpus_per_run, sbatch=sbatch, no_wait=no_wait, device=device)
-    rows = ablation_rows(ablation) if ablation else parse_methods(methods)
+    rows = sweep_rows(ablation_rows(ablation) if ablation else parse_methods(methods), sweeps)
     sets = [*overrides, f"run.device={device}"]
     base = load_config(preset, sets)  # fails fast on a bad preset or --set
     plan = TablePlan(preset=preset, rows=rows, seeds=seeds, overrides=sets, retrain=retrain)
@@ -216,6 +218,7 @@ def _table_json(plan, results: list[dict], table_rows: list[dict], seconds: floa
     for result, row in zip(results, table_rows):
         stats = {k: [as_dict(m) for m in v] if isinstance(v, list) else as_dict(v) for k, v in row["stats"].items()}
         rows.append({"label": result["row"].label, "method": result["row"].method, "params": result["row"].params,
-                     "runs": result["runs"], "stats": stats, "evaluations": result["records"]})
+                     "sweep": result["row"].overrides, "runs": result["runs"], "stats": stats,
+                     "evaluations": result["records"]})
     return {"preset": plan.preset, "seeds": plan.seeds, "overrides": plan.overrides, "seconds": round(seconds, 1),
             "rows": rows}

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from battui.cli.app import err_console
 from battui.errors import UserError
-from battui.report.launchers import LAUNCHERS, LaunchSettings, parse_devices, slurm_settings
+from battui.report.launch_settings import LAUNCHERS, LaunchSettings, parse_devices, slurm_settings
 from battui.report.progress import Snapshot, clock
 
 LINE_EVERY_S = 60.0  # plain logs: a progress line at least this often (and whenever a run changes state)
@@ -27,7 +27,7 @@ JOBS = typer.Option(None, "--jobs", "-j", help="Runs at once: local processes (C
 DEVICES = typer.Option(None, "--devices", help="GPUs for local runs, e.g. 0,1,2,3: each run sees one "
                        "(CUDA_VISIBLE_DEVICES), one run per GPU at a time.")
 LAUNCHER = typer.Option("local", "--launcher", help=f"Where runs train: {', '.join(LAUNCHERS)} "
-                        "(submitit's executors; pip install 'battui[slurm]').")
+                        "(submitit's executors; pip install 'battui\\[slurm]').")
 SLURM_CONFIG = typer.Option(None, "--slurm-config", help="YAML with partition, account, time, gpus, "
                             "cpus_per_task, mem_gb, sbatch (mapping), setup (shell lines), signal_delay_s, "
                             "max_requeues; flags win.")
@@ -60,7 +60,7 @@ def launch_settings(*, launcher: str, jobs: int | None, devices: str | None, slu
                    "--no-wait": no_wait or None}
     given = [name for name, value in slurm_flags.items() if value is not None]
     if given and launcher != "slurm":
-        raise UserError(f"{', '.join(given)} only apply to --launcher slurm")
+        raise UserError(f"{', '.join(given)}: only used with --launcher slurm")
     settings = slurm_settings(slurm_config, partition=partition, account=account, time_limit=time_limit,
                               gpus=gpus, sbatch=sbatch)
     return LaunchSettings(launcher=launcher, jobs=jobs or 0, devices=gpu_list, slurm=settings)

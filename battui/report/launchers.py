@@ -27,127 +27,16 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from battui.errors import UserError
+from battui.report.launch_settings import LAUNCHERS, LaunchSettings
 
-LAUNCHERS = ("local", "submitit-local", "slurm")
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "READY",
               "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED"}
-
-
-@dataclass
-class SlurmSettings:
-    """What every job asks Slurm for (flags of `battui table` or a YAML file with these keys)."""
-
-    partition: str = ""
-    account: str = ""
-    time: int = 24 * 60  # minutes per job; a longer run is requeued with its last.pt (max_requeues)
-    gpus: int = 1  # per job
-    cpus_per_task: int = 0  # 0: the cluster's default
-    mem_gb: float = 0.0  # 0: the cluster's default
-    sbatch: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {qos: high}
-    setup: list[str] = field(default_factory=list)  # shell lines before the job (module load, source venv)
-    signal_delay_s: int = 120  # USR2 this long before the time limit: the worker saves and the job requeues
-    max_requeues: int = 5  # submitit's max_num_timeout
-
-
-@dataclass
-class LaunchSettings:
-    launcher: str = "local"
-    jobs: int = 0  # runs at once; 0: 1 (local, submitit-local), every run (slurm), len(devices) with devices
-    devices: list[str] = field(default_factory=list)
-    slurm: SlurmSettings = field(default_factory=SlurmSettings)
-
-    def slots(self) -> int:
-        if self.jobs:
-            return self.jobs
-        if self.devices:
-            return len(self.devices)
-        return 1 << 30 if self.launcher == "slurm" else 1
-
-
-def parse_devices(text: str | None) -> list[str]:
-    if not text:
-        return []
-    devices = [d.strip() for d in text.split(",") if d.strip()]
-    if not devices or not all(d.isdigit() for d in devices):
-        raise UserError(f"--devices takes GPU numbers separated by commas (e.g. 0,1,2,3), got '{text}'")
-    return devices
-
-
-def parse_minutes(text: str | int) -> int:
-    """`90`, `1:30:00`, `2-00:00:00` (Slurm's formats) -> minutes."""
-    value = str(text).strip()
-    try:
-        days, _, clock = value.rpartition("-") if "-" in value else ("0", "", value)
-        parts = [int(p) for p in clock.split(":")]
-        if len(parts) == 1:
-            minutes = parts[0]
-        elif len(parts) == 2:
-            minutes = parts[0] + (parts[1] > 0)
-        elif len(parts) == 3:
-            minutes = parts[0] * 60 + parts[1] + (parts[2] > 0)
-        else:
-            raise ValueError
-        minutes += int(days or 0) * 24 * 60
-    except ValueError:
-        raise UserError(f"--time: expected minutes, H:MM:SS or D-HH:MM:SS, got '{value}'") from None
-    if minutes < 1:
-        raise UserError(f"--time must be at least one minute, got '{value}'")
-    return minutes
-
-
-def _parse_assignments(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--sbatch takes key=value (e.g. qos=high or constraint=a100), got '{item}'")
-        out[key.strip().lstrip("-")] = yaml.safe_load(raw) if raw else ""
-    return out
-
-
-def slurm_settings(config: str | None = None, *, partition: str | None = None, account: str | None = None,
-                   time_limit: str | None = None, gpus: int | None = None, sbatch: list[str] = ()) -> SlurmSettings:
-    """A YAML file's settings (if any), then the flags on top."""
-    import yaml
-
-    settings = SlurmSettings()
-    if config:
-        try:
-            data = yaml.safe_load(Path(config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"--slurm-config {config}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"--slurm-config {config}: expected a mapping of settings")
-        known = set(SlurmSettings.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"--slurm-config {config}: unknown key(s) {', '.join(unknown)}; "
-                            f"keys: {', '.join(sorted(known))}")
-        for key, value in data.items():
-            if key == "time":
-                value = parse_minutes(value)
-            elif key in ("sbatch", "setup") and not isinstance(value, dict if key == "sbatch" else list):
-                raise UserError(f"--slurm-config {config}: '{key}' must be a "
-                                f"{'mapping of sbatch options' if key == 'sbatch' else 'list of shell lines'}")
-            setattr(settings, key, value)
-    for key, value in (("partition", partition), ("account", account), ("gpus", gpus)):
-        if value is not None:
-            setattr(settings, key, value)
-    if time_limit is not None:
-        settings.time = parse_minutes(time_limit)
-    settings.sbatch = {**settings.sbatch, **_parse_assignments(list(sbatch))}
-    if settings.gpus < 0:
-        raise UserError(f"--gpus-per-run must be >= 0, got {settings.gpus}")
-    return settings
 
 
 def import_submitit():
@@ -342,9 +231,7 @@ class SubmititLauncher:
         self.cluster = "slurm" if settings.launcher == "slurm" else "local"
         self.name, self.folder, self.limit = settings.launcher, folder, settings.slots()
         s = settings.slurm
-        if self.cluster == "slurm" and shutil.which("srun") is None:
-            raise UserError("--launcher slurm: no Slurm on this machine (srun not found); run battui table on "
-                            "the cluster's login node, or use --launcher local / submitit-local")
+        check_launcher(settings)
         self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster,
                                               slurm_max_num_timeout=s.max_requeues)
         params: dict[str, Any] = {"timeout_min": s.time, "name": "battui"}
@@ -376,9 +263,19 @@ class SubmititLauncher:
         pass
 
 
-def make_launcher(settings: LaunchSettings, root: Path):
+def check_launcher(settings: LaunchSettings) -> None:
+    """Can this launcher start jobs here? A one-line UserError if not (nothing is written)."""
     if settings.launcher not in LAUNCHERS:
         raise UserError(f"--launcher: unknown launcher '{settings.launcher}'; use {', '.join(LAUNCHERS)}")
+    if settings.launcher != "local":
+        import_submitit()
+    if settings.launcher == "slurm" and shutil.which("srun") is None:
+        raise UserError("--launcher slurm: no Slurm on this machine (srun not found); run battui table on "
+                        "the cluster's login node, or use --launcher local / submitit-local")
+
+
+def make_launcher(settings: LaunchSettings, root: Path):
+    check_launcher(settings)
     if settings.launcher == "local":
         return LocalLauncher(settings)
     return SubmititLauncher(settings, root / ".submitit")

@@ -62,6 +62,7 @@ class MethodRow:
     params: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     cells: list[str] = field(default_factory=list)  # lead columns (label, or No./source/target)
+    overrides: list[str] = field(default_factory=list)  # this row's own `--set`s (`battui table --sweep`)
 
     def __post_init__(self) -> None:
         self.label = self.label or paper_label(self.method, self.params)
@@ -158,7 +159,7 @@ class TablePlan:
 
 def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") -> Config:
     """The resolved config of one (row, seed) run."""
-    sets = [*plan.overrides, f"method.name={row.method}", f"train.seed={seed}"]
+    sets = [*plan.overrides, *row.overrides, f"method.name={row.method}", f"train.seed={seed}"]
     sets += [f"method.params.{k}={json.dumps(v)}" for k, v in row.params.items()]
     cfg = load_config(plan.preset, sets)
     if row.method == "frl":

@@ -33,7 +33,8 @@ from typing import Any
 
 from battui.config import Config
 from battui.errors import UserError
-from battui.report.launchers import LaunchSettings, live_job, make_launcher, worker_command
+from battui.report.launch_settings import LaunchSettings
+from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
 from battui.report.progress import Snapshot, TableProgress
 from battui.report.runs import (
     FINAL,
@@ -82,19 +83,47 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
 
     cells = []
     for seed in range(plan.seeds):
-        pretrained: PlannedRun | None = None
+        pretrained: dict[tuple[str, ...], PlannedRun] = {}  # per --sweep setting
         for index, row in enumerate(plan.rows):
-            init_from, after = "", None
+            init_from, after, setting = "", None, tuple(row.overrides)
             if row.method == "frl":
-                if pretrained is None:
-                    base = run_config(plan, MethodRow("pgd-at"), seed)
-                    pretrained = add(base, f"pre-trained PGD-AT, seed {seed}")
-                after, init_from = pretrained, str(pretrained.run_dir / "checkpoints" / FINAL)
+                if setting not in pretrained:
+                    base = run_config(plan, MethodRow("pgd-at", overrides=row.overrides), seed)
+                    pretrained[setting] = add(base, f"pre-trained PGD-AT{_suffix(row)}, seed {seed}")
+                after = pretrained[setting]
+                init_from = str(after.run_dir / "checkpoints" / FINAL)
             run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
-            if row.method == "pgd-at" and not row.params and pretrained is None:
-                pretrained = run
+            if row.method == "pgd-at" and not row.params and setting not in pretrained:
+                pretrained[setting] = run
             cells.append((index, run))
     return list(runs.values()), cells
+
+
+def _suffix(row: MethodRow) -> str:
+    return f" [{', '.join(row.overrides)}]" if row.overrides else ""
+
+
+def sweep_rows(rows: list[MethodRow], sweeps: list[str]) -> list[MethodRow]:
+    """`--sweep train.lr=0.05,0.1` (repeatable: every combination): each row once per setting."""
+    import itertools
+
+    from battui.report.runs import _split_top
+
+    axes = []
+    for text in sweeps:
+        key, eq, values = text.partition("=")
+        items = _split_top(values, ",")
+        if not eq or "." not in key or not items:
+            raise UserError(f"--sweep takes section.key=value1,value2 (e.g. train.lr=0.05,0.1), got '{text}'")
+        axes.append([f"{key.strip()}={v}" for v in items])
+    out = []
+    for setting in itertools.product(*axes):
+        suffix = f" [{', '.join(setting)}]" if setting else ""
+        for row in rows:
+            cells = [*row.cells[:-1], row.cells[-1] + suffix]
+            out.append(MethodRow(row.method, row.params, label=row.label + suffix, cells=cells,
+                                 overrides=list(setting)))
+    return out
 
 
 def classify(run: PlannedRun) -> None:
@@ -216,6 +245,8 @@ def run_sweep(
 
     launch = launch or LaunchSettings()
     runs, cells = plan_table(plan)
+    if any(r.state != "done" for r in runs):
+        check_launcher(launch)
     for run in runs:
         classify(run)
     counts = {s: sum(r.state == s for r in runs) for s in ("done", "running", "failed", "missing")}
