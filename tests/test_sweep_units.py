@@ -6,6 +6,7 @@ and the trainer finishing a stop that arrives after its last epoch (so a requeue
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -162,6 +163,7 @@ def test_bad_sweep_options_are_one_line_errors(tmp_path, capsys, monkeypatch) ->
         (["--devices", "0,1", "--device", "cpu"], "use --device auto or cuda"),
         (["--devices", "0", "--launcher", "slurm"], "--devices is for --launcher local"),
         (["--partition", "gpu"], "--partition: only used with --launcher slurm"),
+        (["--no-wait", "--jobs", "2"], "--no-wait: only used with --launcher slurm"),
         (["--launcher", "pbs"], "unknown launcher 'pbs'"),
         (["--launcher", "slurm", "--time", "soon"], "--time: expected minutes"),
         (["--launcher", "slurm", "--sbatch", "qos"], "--sbatch takes key=value"),
@@ -191,3 +193,33 @@ def test_a_stop_after_the_last_epoch_still_completes_the_run(tmp_path) -> None:
     cfg = load_config("synthetic-tiny", ["train.epochs=1", f"run.root={tmp_path}", "run.device=cpu"])
     trainer = Trainer(cfg, control=control, listeners=[stop_at_last_validation]).prepare()
     assert trainer.run() == "completed"  # nothing left to resume: the test evaluation ran instead
+
+
+def test_table_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch) -> None:
+    from rich.console import Console
+
+    from battui.cli import sweep as cli_sweep
+    from battui.report.progress import Snapshot
+
+    def snap(done: int, epochs: float, eta: float | None) -> Snapshot:
+        return Snapshot(runs=3, done=done, running=3 - done, failed=0, epochs_done=epochs, epochs_total=30,
+                        elapsed=65.0, eta=eta)
+
+    log = io.StringIO()
+    monkeypatch.setattr(cli_sweep, "err_console", Console(file=log, force_terminal=False, width=200))
+    with cli_sweep.table_progress() as update:
+        update(snap(0, 0.0, None))
+        update(snap(0, 5.0, 325.0))  # same states, within a minute: no new line
+        update(snap(1, 10.0, 130.0))
+    lines = log.getvalue().splitlines()
+    assert lines == ["table: runs 0/3 done, 3 running | epochs 0.0/30 (0%) | elapsed 0:01:05 | ETA unknown",
+                     "table: runs 1/3 done, 2 running | epochs 10.0/30 (33%) | elapsed 0:01:05 | ETA 0:02:10"]
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_sweep, "err_console", Console(file=screen, force_terminal=True, width=160))
+    with cli_sweep.table_progress() as update:
+        update(snap(1, 10.0, 130.0))
+        time.sleep(0.2)  # the bar refreshes
+    text = screen.getvalue()
+    assert "━" in text and "33%" in text and "runs 1/3 done, 2 running | epochs 10.0/30" in text
+    assert "ETA 0:02:10" in text

@@ -86,7 +86,10 @@ def live_job(run_dir: Path) -> str | None:
     launcher = record.get("launcher")
     if launcher == "slurm":
         submitit = import_submitit()
-        state = submitit.SlurmJob(record["folder"], str(record["job_id"])).get_info(mode="force").get("State")
+        try:
+            state = submitit.SlurmJob(record["folder"], str(record["job_id"])).get_info(mode="force").get("State")
+        except Exception:  # sacct missing or failing: the state is unknown
+            state = None
         state = (state or "UNKNOWN").split()[0].upper()
         recent = time.time() - float(record.get("submitted", 0)) < 300  # sacct may not know a new job yet
         return f"Slurm job {record['job_id']} {state}" if state in SLURM_LIVE or (state == "UNKNOWN" and recent) \

@@ -47,6 +47,8 @@ from battui.report.runs import (
     run_status,
 )
 
+SLURM_POLL_S = 30.0
+
 
 @dataclass
 class PlannedRun:
@@ -257,7 +259,8 @@ def run_sweep(
     if any(r.state in ("running", "failed", "missing") for r in runs):
         launcher = make_launcher(launch, Path(runs[0].cfg.run.root))
         command = lambda r: worker_command(r.run_dir, device=device, limit=limit, attack=spec_overrides)  # noqa: E731
-        Sweep(runs, launcher, command, log, progress, poll_s).run(wait)
+        poll = max(poll_s, SLURM_POLL_S) if launch.launcher == "slurm" else poll_s  # sacct is not for polling
+        Sweep(runs, launcher, command, log, progress, poll).run(wait)
     if not wait:
         waiting = [r.label for r in runs if r.state in ("missing", "failed")]
         if waiting:
