@@ -21,10 +21,10 @@ from battui.engine.control import RunControl
 from battui.engine.trainer import Trainer
 from battui.report import progress as progress_module
 from battui.report.launch_settings import LaunchSettings, parse_minutes, slurm_settings
-from battui.report.launchers import SubmititLauncher
+from battui.report.launchers import LocalLauncher, SubmititLauncher
 from battui.report.progress import EventTail, TableProgress
 from battui.report.runs import TablePlan, ablation_rows, parse_methods
-from battui.report.sweep import _materialize, classify, plan_table, run_name, sweep_rows
+from battui.report.sweep import Sweep, _materialize, classify, plan_table, run_name, sweep_rows
 from tests.test_report import assert_one_line_error, run_cli
 
 
@@ -96,6 +96,27 @@ def test_run_states_done_running_failed_missing(tmp_path) -> None:
     (run.run_dir / "checkpoints" / "last.pt").write_bytes(b"")
     classify(run)
     assert (run.state, run.detail) == ("done", "finished")
+
+
+def test_sweep_waits_for_a_run_another_table_started(tmp_path) -> None:
+    run = plan_table(_plan(tmp_path, "pgd-at"))[0][0]
+    _materialize(run)
+    finish = (f"import time, pathlib; time.sleep(1.5); d = pathlib.Path({str(run.run_dir.resolve())!r}); "
+              "(d / 'checkpoints').mkdir(); (d / 'checkpoints' / 'last.pt').write_bytes(b''); "
+              "(d / 'events.jsonl').write_text('{\"type\": \"run_finished\", \"status\": \"completed\"}\\n')")
+    other = subprocess.Popen([sys.executable, "-c", finish, str(run.run_dir.resolve())])
+    try:
+        (run.run_dir / "job.json").write_text(json.dumps({"launcher": "local", "pid": other.pid,
+                                                          "host": socket.gethostname()}))
+        time.sleep(0.5)
+        classify(run)
+        assert run.state == "running"
+        lines: list[str] = []
+        Sweep([run], LocalLauncher(LaunchSettings()), lambda r: [], lines.append, poll_s=0.1).run()
+    finally:
+        other.wait()  # reaped by us, as the table that started it would
+    assert (run.state, run.detail) == ("done", "finished")
+    assert lines == ["  PGD-AT, seed 0: done (finished)"]
 
 
 def test_progress_reads_new_event_lines_and_estimates_the_time_left(tmp_path, monkeypatch) -> None:
