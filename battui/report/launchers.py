@@ -72,9 +72,10 @@ def _pid_runs(pid: int, marker: str) -> bool:
         return True
     try:
         text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] == "Z"
     except OSError:
         return False
-    return marker in text and Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    return marker in text and not zombie
 
 
 def live_job(run_dir: Path) -> str | None:

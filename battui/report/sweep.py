@@ -223,6 +223,8 @@ class Sweep:
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
             self.launcher.stop_all()  # local workers save last.pt; a re-run resumes them
+            kept = "" if self.launcher.name == "local" else f"; its {self.launcher.name} jobs keep running"
+            self.log(f"table interrupted{kept}: run the same command again to continue")
             raise
 
 
@@ -264,7 +266,7 @@ def run_sweep(
     if not wait:
         waiting = [r.label for r in runs if r.state in ("missing", "failed")]
         if waiting:
-            log(f"  not submitted yet (each waits for its pre-trained run): {'; '.join(waiting)}")
+            log(f"  not submitted yet (waiting for a pre-trained run or a free --jobs slot): {'; '.join(waiting)}")
         log("run the same command again to see the runs' states, submit what is left and collect the table")
         return None
     bad = [r for r in runs if r.state in ("failed", "blocked")]
