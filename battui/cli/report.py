@@ -5,6 +5,7 @@
     battui compare a.pt b.pt --format markdown -o cmp.md  # Table 1 side by side + per-class bars
     battui table --preset digits-cnn --seeds 3            # train/reuse every method, Table 1 mean ± std
     battui table --preset digits-cnn --ablation bat       # Table 2: BAT's six loss variants
+    battui table --preset digits-cnn --jobs 2             # two runs at once (--devices, --launcher slurm: cli/sweep.py)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from battui.cli import sweep as sweep_options
 from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
 from battui.report.formats import emit, resolve_format
 
@@ -146,6 +148,8 @@ def table_command(
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
     ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    sweeps: list[str] = typer.Option([], "--sweep", help="section.key=v1,v2: every row once per value "
+                                     "(repeatable: every combination), e.g. --sweep train.epochs=10,30."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every run even when a finished one matches."),
     attack: str = _ATTACK,
     eps: float = _EPS,
@@ -157,22 +161,44 @@ def table_command(
     limit: int = _LIMIT,
     fmt: str = _FORMAT,
     output: str = _OUTPUT,
+    jobs: int = sweep_options.JOBS,
+    devices: str = sweep_options.DEVICES,
+    launcher: str = sweep_options.LAUNCHER,
+    slurm_config: str = sweep_options.SLURM_CONFIG,
+    partition: str = sweep_options.PARTITION,
+    account: str = sweep_options.ACCOUNT,
+    time_limit: str = sweep_options.TIME,
+    gpus_per_run: int = sweep_options.GPUS,
+    sbatch: list[str] = sweep_options.SBATCH,
+    no_wait: bool = sweep_options.NO_WAIT,
 ) -> None:
-    """Train (or reuse finished runs of) each method for each seed, evaluate on test, print Table 1 or 2."""
+    """Train (or reuse finished runs of) each method for each seed, evaluate on test, print Table 1 or 2.
+
+    Runs train as separate jobs (--jobs, --devices, --launcher); running it again shows which runs
+    are done, running, failed or missing, resubmits the failed and missing ones and collects the table.
+    """
     from battui.config import load_config
     from battui.engine.device import resolve_device
     from battui.report.layouts import aggregate, describe_attack, table_sections
-    from battui.report.runs import TablePlan, ablation_rows, parse_methods, run_table
+    from battui.report.runs import TablePlan, ablation_rows, parse_methods
+    from battui.report.sweep import run_sweep, sweep_rows
 
     kind = resolve_format(fmt, output)
     resolve_device(device)
-    rows = ablation_rows(ablation) if ablation else parse_methods(methods)
+    launch = sweep_options.launch_settings(
+        launcher=launcher, jobs=jobs, devices=devices, slurm_config=slurm_config, partition=partition,
+        account=account, time_limit=time_limit, gpus=gpus_per_run, sbatch=sbatch, no_wait=no_wait, device=device)
+    rows = sweep_rows(ablation_rows(ablation) if ablation else parse_methods(methods), sweeps)
     sets = [*overrides, f"run.device={device}"]
     base = load_config(preset, sets)  # fails fast on a bad preset or --set
     plan = TablePlan(preset=preset, rows=rows, seeds=seeds, overrides=sets, retrain=retrain)
     start = time.perf_counter()
-    results = run_table(plan, spec_overrides=_spec_overrides(attack, eps, step_size, steps, restarts, seed),
-                        device=device, limit=limit, log=_log)
+    with sweep_options.table_progress() as progress:
+        results = run_sweep(plan, spec_overrides=_spec_overrides(attack, eps, step_size, steps, restarts, seed),
+                            device=device, limit=limit, launch=launch, wait=not no_wait, log=_log,
+                            progress=progress)
+    if results is None:
+        return
     seconds = time.perf_counter() - start
     first = results[0]["records"][0]
     table_rows = [{"cells": r["row"].cells, "stats": aggregate(r["records"])} for r in results]
@@ -193,6 +219,7 @@ def _table_json(plan, results: list[dict], table_rows: list[dict], seconds: floa
     for result, row in zip(results, table_rows):
         stats = {k: [as_dict(m) for m in v] if isinstance(v, list) else as_dict(v) for k, v in row["stats"].items()}
         rows.append({"label": result["row"].label, "method": result["row"].method, "params": result["row"].params,
-                     "runs": result["runs"], "stats": stats, "evaluations": result["records"]})
+                     "sweep": result["row"].overrides, "runs": result["runs"], "stats": stats,
+                     "evaluations": result["records"]})
     return {"preset": plan.preset, "seeds": plan.seeds, "overrides": plan.overrides, "seconds": round(seconds, 1),
             "rows": rows}

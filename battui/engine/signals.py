@@ -1,12 +1,14 @@
-"""SIGINT / SIGTERM / SIGHUP -> `RunControl.stop`, so a run ends cleanly.
+"""SIGINT / SIGTERM / SIGHUP / SIGUSR1 / SIGUSR2 -> `RunControl.stop`, so a run ends cleanly.
 
 The first signal asks the loop to finish its batch, save `last.pt` and write
 `run_finished` with status `interrupted`; a second SIGINT gives up waiting and
 raises KeyboardInterrupt. Handlers can only be installed from the main thread.
+SIGUSR1/SIGUSR2 are what Slurm sends before a time limit (`sbatch --signal`,
+submitit's USR2), so a job on a cluster saves `last.pt` and `--resume` continues it.
 
     with handle_signals(control):
         status = trainer.run()
-    exit_code = 128 + control.signal      # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+    exit_code = 128 + control.signal      # 130 SIGINT, 143 SIGTERM, 129 SIGHUP, 138/140 SIGUSR1/2
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from battui.engine.control import RunControl
 
 STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
 )
 
 

@@ -314,7 +314,8 @@ class Trainer:
                 if self.dist.is_main:
                     path = save_checkpoint(self.checkpoint_dir / "best.pt", self._payload(epoch + 1, 0))
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
-            if distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]:
+            stop = distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]
+            if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
                 return self._finish("interrupted", epoch + 1)
         self._use_averaged_weights(epochs)
         self.evaluate(self.test_batches, "test", epoch)

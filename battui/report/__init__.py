@@ -6,8 +6,9 @@
 
 `evaluation` runs `battui.engine.evaluate` on a checkpoint's test split (and
 caches it), `layouts` turns records into Table 1 / per-class sections,
-`formats` prints them as Rich tables, Markdown, CSV or JSON, and `runs` trains
-or reuses the runs behind `battui table`. Nothing here imports textual.
+`formats` prints them as Rich tables, Markdown, CSV or JSON, `runs` resolves and
+finds the runs behind `battui table`, and `sweep` trains them as jobs (`launchers`,
+`worker`, `progress`). Nothing here imports textual.
 """
 
 from battui.report.evaluation import attack_spec, check_same_dataset, evaluate_checkpoint

@@ -1,13 +1,13 @@
-"""`battui table`: train (or reuse) one run per method and seed, evaluate, aggregate.
+"""`battui table`: the rows, the resolved config of each (row, seed) run, and finding finished runs.
 
     rows = parse_methods("pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat")
     plan = TablePlan("digits-cnn", rows, seeds=3, overrides=["train.epochs=5"])
-    results = run_table(plan, spec_overrides={}, device="cpu", log=print)
+    results = run_sweep(plan, spec_overrides={}, device="cpu", log=print)   # battui.report.sweep
 
 A finished run is reused when a run folder under `run.root` holds the same
 resolved config (preset, data, model, attack, method and its parameters,
 training and evaluation settings, seed) and its event stream ends with
-`run_finished: completed`; otherwise the run is trained headless.
+`run_finished: completed`; otherwise the sweep trains it (battui.report.sweep).
 
 FRL fine-tunes a pre-trained robust model (docs/DESIGN.md section 3.2): for each seed the
 table first trains (or reuses) the PGD-AT run of that seed and starts FRL from
@@ -20,7 +20,6 @@ weight decay 5e-4, constant schedule.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ class MethodRow:
     params: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     cells: list[str] = field(default_factory=list)  # lead columns (label, or No./source/target)
+    overrides: list[str] = field(default_factory=list)  # this row's own `--set`s (`battui table --sweep`)
 
     def __post_init__(self) -> None:
         self.label = self.label or paper_label(self.method, self.params)
@@ -159,7 +159,7 @@ class TablePlan:
 
 def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") -> Config:
     """The resolved config of one (row, seed) run."""
-    sets = [*plan.overrides, f"method.name={row.method}", f"train.seed={seed}"]
+    sets = [*plan.overrides, *row.overrides, f"method.name={row.method}", f"train.seed={seed}"]
     sets += [f"method.params.{k}={json.dumps(v)}" for k, v in row.params.items()]
     cfg = load_config(plan.preset, sets)
     if row.method == "frl":
@@ -217,83 +217,3 @@ def find_completed_run(cfg: Config) -> Path | None:
         if have == want and run_status(run_dir) == "completed":
             return run_dir
     return None
-
-
-TrainFn = Callable[[Config, Callable[[str], None]], Path]
-
-
-def train_headless(cfg: Config, log: Callable[[str], None]) -> Path:
-    """Train one run with the engine's Trainer; its headless log lines (evals, checkpoints) go to stderr."""
-    import sys
-
-    from battui.engine.headless import HeadlessLog
-    from battui.engine.trainer import Trainer
-
-    headless = HeadlessLog(stream=sys.stderr)
-
-    def listener(event: dict) -> None:
-        if event.get("type") in ("run_started", "eval", "message", "run_finished"):
-            headless(event)
-
-    trainer = Trainer(cfg, listeners=(listener,))
-    trainer.prepare()
-    status = trainer.run()
-    if status != "completed":
-        raise UserError(f"training {trainer.run_dir} ended with status '{status}'; see its events.jsonl")
-    return Path(trainer.run_dir)
-
-
-def ensure_run(plan: TablePlan, cfg: Config, what: str, log: Callable[[str], None], train: TrainFn) -> Path:
-    """Reuse a completed matching run or train one."""
-    found = None if plan.retrain else find_completed_run(cfg)
-    if found is not None:
-        log(f"  {what}: reusing {found}")
-        return found
-    log(f"  {what}: training {cfg.train.epochs} epochs ({cfg.method.name}, seed {cfg.train.seed})")
-    return train(cfg, log)
-
-
-def run_table(
-    plan: TablePlan,
-    *,
-    spec_overrides: dict[str, Any],
-    device: str,
-    limit: int = 0,
-    log: Callable[[str], None] = print,
-    train: TrainFn = train_headless,
-) -> list[dict[str, Any]]:
-    """Train/reuse and evaluate every (row, seed); returns per row `{row, runs, records}`.
-
-    Seeds are the outer loop: an interrupted table leaves complete tables for the
-    seeds done, and `--seeds N` with a smaller N then reuses them all.
-    """
-    from battui.report.evaluation import evaluate_checkpoint
-
-    if plan.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
-    out: list[dict[str, Any]] = [{"row": row, "runs": [], "records": []} for row in plan.rows]
-    total = len(plan.rows) * plan.seeds
-    done = 0
-    for seed in range(plan.seeds):
-        pretrained: Path | None = None
-        for row, slot in zip(plan.rows, out):
-            done += 1
-            log(f"[{done}/{total}] {row.label}, seed {seed}")
-            init_from = ""
-            if row.method == "frl":
-                if pretrained is None:
-                    base = run_config(plan, MethodRow("pgd-at"), seed)
-                    pretrained = ensure_run(plan, base, "pre-trained PGD-AT", log, train)
-                init_from = str(pretrained / "checkpoints" / FINAL)
-            cfg = run_config(plan, row, seed, init_from=init_from)
-            run_dir = ensure_run(plan, cfg, row.label, log, train)
-            if row.method == "pgd-at" and not row.params and pretrained is None:
-                pretrained = run_dir
-            record = evaluate_checkpoint(final_weights(run_dir), device=device, limit=limit,
-                                         spec_overrides=spec_overrides)
-            res = record["result"]
-            log(f"  evaluated{' (cached)' if record['cached'] else ''}: avg rob {res['avg']['robust']:.2f}%, "
-                f"worst rob {res['worst']['robust']:.2f}%")
-            slot["runs"].append(str(run_dir))
-            slot["records"].append(record)
-    return out

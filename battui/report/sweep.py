@@ -1,0 +1,285 @@
+"""`battui table` as a sweep: every (row, seed) run is a job; jobs run at once; a re-run picks up.
+
+    runs, cells = plan_table(plan)                          # one PlannedRun per distinct run
+    results = run_sweep(plan, spec_overrides={}, device="auto", launch=LaunchSettings(jobs=4), log=print)
+
+Each run the table needs gets a fixed run directory, `<run.root>/<preset>-<method>-s<seed>-<hash>`
+(the hash is of the resolved config, as `find_completed_run` compares it), unless a finished
+run with the same config already exists anywhere under `run.root` (it is reused). Before any
+job starts the table says what each run is:
+
+    done      finished (`run_finished: completed`), collected as is
+    running   its job is alive (pid on this host, submitit/Slurm job id from RUN_DIR/job.json): waited for
+    failed    the directory exists but the run did not finish: submitted again, resuming its last.pt
+    missing   not started: submitted
+
+FRL runs wait for the PGD-AT run they fine-tune. A job writes the run's resolved
+`config.yaml` first and runs `python -m battui.report.worker RUN_DIR` (train, then the table's
+evaluation, cached). While jobs run, `progress(snapshot)` gets the table's progress and ETA.
+A run that fails is reported at the end (not retried in the same call); running the same
+command again resubmits it. Finally every cell is evaluated (from the jobs' caches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from battui.config import Config
+from battui.errors import UserError
+from battui.report.launch_settings import LaunchSettings
+from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
+from battui.report.progress import Snapshot, TableProgress
+from battui.report.runs import (
+    FINAL,
+    MethodRow,
+    TablePlan,
+    _normalized,
+    final_weights,
+    find_completed_run,
+    run_config,
+    run_status,
+)
+
+SLURM_POLL_S = 30.0
+
+
+@dataclass
+class PlannedRun:
+    label: str  # "TRADES(1/λ=6), seed 0"
+    cfg: Config
+    run_dir: Path
+    after: PlannedRun | None = None  # FRL: the PGD-AT run it starts from
+    state: str = "missing"  # done | running | failed | missing | blocked
+    detail: str = ""
+    job: Any = None  # the job this call started, or None
+
+
+def run_name(cfg: Config) -> str:
+    """`<preset>-<method>-s<seed>-<8 hex of the resolved config>`: the same run always gets the same folder."""
+    digest = hashlib.sha256(json.dumps(_normalized(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    preset = re.sub(r"[^\w.-]+", "_", Path(cfg.preset).stem if cfg.preset.endswith((".yaml", ".yml")) else cfg.preset)
+    return f"{preset}-{cfg.method.name}-s{cfg.train.seed}-{digest}"
+
+
+def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, PlannedRun]]]:
+    """The distinct runs (dependencies first) and the table's cells as (row index, run), seeds outer."""
+    if plan.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
+    runs: dict[str, PlannedRun] = {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    def add(cfg: Config, label: str, after: PlannedRun | None = None) -> PlannedRun:
+        found = None if plan.retrain else find_completed_run(cfg)
+        name = run_name(cfg) + (f"-{stamp}" if plan.retrain else "")
+        run_dir = found or Path(cfg.run.root) / name
+        if str(run_dir) not in runs:
+            runs[str(run_dir)] = PlannedRun(label, cfg, run_dir, after, state="done" if found else "missing")
+        return runs[str(run_dir)]
+
+    cells = []
+    for seed in range(plan.seeds):
+        pretrained: dict[tuple[str, ...], PlannedRun] = {}  # per --sweep setting
+        for index, row in enumerate(plan.rows):
+            init_from, after, setting = "", None, tuple(row.overrides)
+            if row.method == "frl":
+                if setting not in pretrained:
+                    base = run_config(plan, MethodRow("pgd-at", overrides=row.overrides), seed)
+                    pretrained[setting] = add(base, f"pre-trained PGD-AT{_suffix(row)}, seed {seed}")
+                after = pretrained[setting]
+                init_from = str(after.run_dir / "checkpoints" / FINAL)
+            run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
+            if row.method == "pgd-at" and not row.params and setting not in pretrained:
+                pretrained[setting] = run
+            cells.append((index, run))
+    return list(runs.values()), cells
+
+
+def _suffix(row: MethodRow) -> str:
+    return f" [{', '.join(row.overrides)}]" if row.overrides else ""
+
+
+def sweep_rows(rows: list[MethodRow], sweeps: list[str]) -> list[MethodRow]:
+    """`--sweep train.lr=0.05,0.1` (repeatable: every combination): each row once per setting."""
+    import itertools
+
+    from battui.report.runs import _split_top
+
+    axes = []
+    for text in sweeps:
+        key, eq, values = text.partition("=")
+        items = _split_top(values, ",")
+        if not eq or "." not in key or not items:
+            raise UserError(f"--sweep takes section.key=value1,value2 (e.g. train.lr=0.05,0.1), got '{text}'")
+        axes.append([f"{key.strip()}={v}" for v in items])
+    out = []
+    for setting in itertools.product(*axes):
+        suffix = f" [{', '.join(setting)}]" if setting else ""
+        for row in rows:
+            cells = [*row.cells[:-1], row.cells[-1] + suffix]
+            out.append(MethodRow(row.method, row.params, label=row.label + suffix, cells=cells,
+                                 overrides=list(setting)))
+    return out
+
+
+def classify(run: PlannedRun) -> None:
+    """Set `state`/`detail` of a run this call did not start, from its directory and job record."""
+    if run.state == "done":
+        run.detail = "finished"
+        return
+    if run_status(run.run_dir) == "completed" and (run.run_dir / "checkpoints" / FINAL).exists():
+        run.state, run.detail = "done", "finished"
+        return
+    job = live_job(run.run_dir) if run.run_dir.is_dir() else None
+    if job:
+        run.state, run.detail = "running", job
+    elif (run.run_dir / "config.yaml").exists():
+        status = run_status(run.run_dir)
+        run.state, run.detail = "failed", f"{status or 'stopped'}: resubmitting (resumes its last.pt)"
+    else:
+        run.state, run.detail = "missing", "submitting"
+
+
+def _materialize(run: PlannedRun) -> None:
+    """Create the run directory with its resolved config.yaml (kept if a failed attempt wrote it)."""
+    from battui.engine.runs import write_run_config
+
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run.run_dir / "config.yaml").exists():
+        write_run_config(run.run_dir, run.cfg)
+
+
+def _finished_state(run: PlannedRun) -> tuple[str, str]:
+    status = run_status(run.run_dir)
+    if status == "completed":
+        return "done", "finished"
+    return "failed", f"{status or 'no run_finished event'}; see {run.run_dir / 'train.log'}"
+
+
+@dataclass
+class Sweep:
+    """The scheduling loop: start runs whose dependencies are done, while the launcher has free slots."""
+
+    runs: list[PlannedRun]
+    launcher: Any
+    command: Callable[[PlannedRun], list[str]]
+    log: Callable[[str], None]
+    progress: Callable[[Snapshot], None] | None = None
+    poll_s: float = 1.0
+    tracker: TableProgress = field(default_factory=TableProgress)
+
+    def __post_init__(self) -> None:
+        for run in self.runs:
+            if run.state != "done":
+                self.tracker.add(run.run_dir, run.cfg.train.epochs)
+        self.todo = [r for r in self.runs if r.state in ("failed", "missing")]
+
+    def _update_running(self) -> None:
+        for run in self.runs:
+            if run.state != "running":
+                continue
+            if run.job is not None and run.job.finished():
+                run.state, run.detail = _finished_state(run)
+            elif run.job is None and not live_job(run.run_dir):
+                run.state, run.detail = _finished_state(run)
+            else:
+                continue
+            self.log(f"  {run.label}: {run.state} ({run.detail})")
+
+    def _start_ready(self) -> None:
+        for run in list(self.todo):
+            if run.after is not None and run.after.state in ("failed", "blocked"):
+                run.state, run.detail = "blocked", f"needs {run.after.label}, which did not finish"
+                self.todo.remove(run)
+                continue
+            if run.after is not None and run.after.state != "done":
+                continue
+            if self.launcher.free_slots() <= 0:
+                return
+            _materialize(run)
+            run.job = self.launcher.submit(run.run_dir, self.command(run))
+            run.state, run.detail = "running", run.job.describe()
+            self.todo.remove(run)
+            self.log(f"  {run.label}: started ({run.detail}) in {run.run_dir}")
+
+    def states(self) -> dict[str, str]:
+        return {str(r.run_dir): r.state for r in self.runs}
+
+    def run(self, wait: bool = True) -> None:
+        try:
+            while True:
+                self._update_running()
+                self._start_ready()
+                if self.progress is not None:
+                    self.progress(self.tracker.snapshot(self.states()))
+                if not wait or not (self.todo or any(r.state == "running" for r in self.runs)):
+                    return
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            self.launcher.stop_all()  # local workers save last.pt; a re-run resumes them
+            kept = "" if self.launcher.name == "local" else f"; its {self.launcher.name} jobs keep running"
+            self.log(f"table interrupted{kept}: run the same command again to continue")
+            raise
+
+
+def run_sweep(
+    plan: TablePlan,
+    *,
+    spec_overrides: dict[str, Any],
+    device: str,
+    limit: int = 0,
+    launch: LaunchSettings | None = None,
+    wait: bool = True,
+    log: Callable[[str], None] = print,
+    progress: Callable[[Snapshot], None] | None = None,
+    poll_s: float = 1.0,
+) -> list[dict[str, Any]] | None:
+    """Train what is missing and evaluate every (row, seed); per row `{row, runs, records}`.
+
+    With `wait=False` it submits and returns None (a later call collects).
+    """
+    from battui.engine.device import resolve_device
+    from battui.report.evaluation import evaluate_checkpoint
+
+    launch = launch or LaunchSettings()
+    runs, cells = plan_table(plan)
+    if any(r.state != "done" for r in runs):
+        check_launcher(launch)
+    for run in runs:
+        classify(run)
+    counts = {s: sum(r.state == s for r in runs) for s in ("done", "running", "failed", "missing")}
+    log(f"table: {len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for run in runs:
+        log(f"  {run.label}: {run.state} ({run.detail}) {run.run_dir}")
+    dev = str(resolve_device(device)[0])
+    if any(r.state in ("running", "failed", "missing") for r in runs):
+        launcher = make_launcher(launch, Path(runs[0].cfg.run.root))
+        command = lambda r: worker_command(r.run_dir, device=device, limit=limit, attack=spec_overrides)  # noqa: E731
+        poll = max(poll_s, SLURM_POLL_S) if launch.launcher == "slurm" else poll_s  # sacct is not for polling
+        Sweep(runs, launcher, command, log, progress, poll).run(wait)
+    if not wait:
+        waiting = [r.label for r in runs if r.state in ("missing", "failed")]
+        if waiting:
+            log(f"  not submitted yet (waiting for a pre-trained run or a free --jobs slot): {'; '.join(waiting)}")
+        log("run the same command again to see the runs' states, submit what is left and collect the table")
+        return None
+    bad = [r for r in runs if r.state in ("failed", "blocked")]
+    if bad:
+        raise UserError(f"{len(bad)} run(s) did not finish: " + "; ".join(f"{r.label} ({r.detail})" for r in bad)
+                        + "; run the same command again to resume them")
+    out: list[dict[str, Any]] = [{"row": row, "runs": [], "records": []} for row in plan.rows]
+    for index, run in cells:
+        record = evaluate_checkpoint(final_weights(run.run_dir), device=dev, limit=limit,
+                                     spec_overrides=spec_overrides)
+        res = record["result"]
+        log(f"  {run.label}: avg rob {res['avg']['robust']:.2f}%, worst rob {res['worst']['robust']:.2f}%"
+            f"{' (cached)' if record['cached'] else ''}")
+        out[index]["runs"].append(str(run.run_dir))
+        out[index]["records"].append(record)
+    return out
