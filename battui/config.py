@@ -99,6 +99,7 @@ class RunConfig:
     root: str = "runs"  # runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/
     name: str = ""  # empty = generated
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    on_hangup: str = "continue"  # terminal lost: continue (headless, RUN/train.log) | stop (save last.pt, exit)
 
 
 @dataclass

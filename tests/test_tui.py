@@ -220,7 +220,10 @@ async def test_quit_while_training_stops_the_worker_and_leaves_a_checkpoint(tmp_
         assert not control.pause.is_set()
         await pilot.pause(0.2)
         assert "manual" in trainer.saved
-        await pilot.press("q")
+        await pilot.press("q")  # asks first
+        await pilot.pause(0.2)
+        assert not control.stop.is_set() and "Stop training?" in screen_text(app)
+        await pilot.press("y")
         await pilot.pause(0.5)
     assert control.stop.is_set() and control.stop_reason == "stopped from the dashboard (q)"
     assert trainer.saved[-1] == "last" and (tmp_path / "checkpoints" / "last.pt").is_file()
@@ -243,7 +246,7 @@ async def test_real_trainer_quit_writes_last_checkpoint(tmp_path):
             if app.state.step >= 3:
                 break
         assert app.state.classes and app.state.step >= 3
-        await pilot.press("q")
+        await pilot.press("q", "y")
         for _ in range(100):
             await pilot.pause(0.1)
             if app.feed.result is not None:
@@ -261,7 +264,7 @@ async def test_real_trainer_quit_writes_last_checkpoint(tmp_path):
 async def test_watch_follows_appended_events_and_notices_a_dead_writer(tmp_path):
     events = generate_events(epochs=2, total_epochs=4, finished=None)
     path = write_events(tmp_path / "events.jsonl", events[:5])
-    (tmp_path / "train.pid").write_text("999999999\n")  # no such process
+    (tmp_path / "train.lock").write_text("999999999\n")  # left by a killed trainer: no such process
     app = DashboardApp(WatchFeed(path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.5)

@@ -10,12 +10,19 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS_LIVE = [
-    ("q", "quit: stop training after the current batch, save checkpoints/last.pt, exit"),
+    ("q", "quit: asks first; y stops after the batch and saves checkpoints/last.pt, d detaches"),
+    ("d", "detach: training goes on in the background, the prompt returns (battui watch RUN_DIR)"),
     ("p", "pause / resume training"),
     ("s", "save a checkpoint now (checkpoints/last.pt)"),
+    ("x", "stop training (asks first): save checkpoints/last.pt, exit"),
+    ("ctrl+c", "stop at once: save checkpoints/last.pt and exit with code 130"),
 ]
 KEYS_WATCH = [
     ("q", "detach: leave the run alone and exit (re-attach with battui watch RUN_DIR)"),
+    ("p", "pause / resume the run's training (any watcher, same user)"),
+    ("s", "make the trainer save checkpoints/last.pt now"),
+    ("x", "stop the run (asks first): it saves checkpoints/last.pt; battui train --resume continues"),
+    ("ctrl+c", "detach, like q"),
 ]
 KEYS_COMMON = [
     ("tab / shift+tab", "next / previous panel (one at a time on narrow terminals)"),
@@ -35,6 +42,7 @@ class KeysScreen(ModalScreen[None]):
     KeysScreen { align: center middle; }
     KeysScreen > Vertical { width: auto; max-width: 100%; height: auto; border: round $accent;
                             background: $surface; padding: 0 1; }
+    KeysScreen > Vertical > Static { width: auto; }
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
