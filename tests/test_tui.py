@@ -304,3 +304,49 @@ def test_watch_cli_headless_log_and_bad_dir(tmp_path, capsys):
         assert done.code in (0, None)
     out = capsys.readouterr().out
     assert "eval" in out and "completed" in out
+
+
+@sync
+async def test_help_lists_every_key_and_titles_follow_layout_switching_resizes():
+    from battui.tui.widgets.keys import KEYS_COMMON, KEYS_LIVE, KEYS_WATCH
+
+    app = DashboardApp(ReplayFeed(generate_events(epochs=2, finished=None)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        for key, what in KEYS_WATCH + KEYS_COMMON:
+            assert f"{key} " in text and what in text, (key, what, text)
+        await pilot.press("escape")
+        for size, wide in (((160, 48), True), ((80, 24), False), ((130, 40), True)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            titles = [panel.border_title for panel in app.panels]
+            if wide:
+                assert titles == ["1 class errors", "2 attack steps", "3 targets", "4 curves"], size
+            else:
+                assert all("│" in title for title in titles), size
+    assert {key for key, _ in KEYS_LIVE} == {"q", "d", "p", "s", "x", "ctrl+c"}
+    assert {b.key for b in DashboardApp.BINDINGS} >= {"q", "d", "p", "s", "x", "ctrl+c", "question_mark"}
+
+
+@sync
+async def test_no_color_drops_colours_but_keeps_emphasis_and_tells_bar_parts_apart(monkeypatch):
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual.filter import Monochrome, NoColor
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = DashboardApp(ReplayFeed(generate_events(epochs=2, finished=None)))
+    assert any(isinstance(f, NoColor) for f in app._filters)
+    assert not any(isinstance(f, Monochrome) for f in app._filters)  # Textual's default: greys on greys
+    nocolor = next(f for f in app._filters if isinstance(f, NoColor))
+    (seg,) = nocolor.apply([Segment("x", Style(color="grey35", bgcolor="grey11", bold=True, reverse=True))],
+                           None)
+    assert seg.style.color.is_default and seg.style.bgcolor.is_default  # the terminal's own colours
+    assert seg.style.bold and seg.style.reverse
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert "boundary ▒" in text and "█▒" in text  # standard part, then boundary part

@@ -142,9 +142,10 @@ def test_second_trainer_refused_and_a_watcher_pauses_saves_and_stops_a_detached_
         term.keys("?")
         assert wait_for(lambda: "pause / resume the run's training" in term.screen(), timeout=10), term.screen()
         keys = term.screen()
-        for key in ("tab / shift+tab", "pgup pgdn home end", "stop the run (asks first)", "detach: leave the run"):
+        for key in ("tab / shift+tab", "pgup pgdn home end", "stop the run (asks first", "detach: leave the run"):
             assert key in keys, keys
-        term.keys("Escape")
+        term.keys("?")  # closes it (an Escape followed at once by p would read as alt+p)
+        assert wait_for(lambda: "battui keys" not in term.screen(), timeout=10), term.screen()
         term.keys("p")
         assert wait_for(lambda: of_type(run, "paused") and "paused" in term.screen(), timeout=30), term.screen()
         term.keys("s")

@@ -249,6 +249,8 @@ class DashboardApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("pause", "save", "stop"):
             return self.feed.controls and not self.state.finished and not self.stopping
+        if action == "detach":
+            return self.feed.live  # watching, q already detaches
         return True
 
     @property
