@@ -126,6 +126,17 @@ def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_pat
     assert f"battui watch {run}" in out.stdout
     pid = live_pid(run)  # the background process holds the run's lock (no train.pid)
     assert pid and pid != os.getpid() and not (run / "train.pid").exists()
+    # The printed watch command works at once: it waits for the run to start instead of failing.
+    watcher = subprocess.Popen([sys.executable, "-m", "battui", "watch", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
+    try:
+        first = [watcher.stdout.readline()]
+        while " batch 5/" not in first[-1] and len(first) < 20 and first[-1]:
+            first.append(watcher.stdout.readline())
+        assert first[0].startswith(f"run {run}:") and " batch 5/" in first[-1], first
+    finally:
+        watcher.kill()
+        watcher.wait()
     deadline = time.time() + 60
     while time.time() < deadline:
         if (run / "checkpoints" / "last.pt").exists():

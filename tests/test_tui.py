@@ -67,6 +67,19 @@ def test_state_folds_progress_eta_and_deltas():
     assert len(state.loss_history) == len([e for e in events if e["type"] == "batch"])
 
 
+def test_state_progress_and_eta_count_the_whole_run_after_a_resume():
+    events = generate_events(epochs=5, total_epochs=5, batches=12, finished=None)
+    start = dict(events[0], start_epoch=2, start_batch=6)  # resumed mid-epoch 3: elapsed restarts there
+    later = [e for e in events if e["type"] == "batch" and (2, 6) < (e["epoch"], e["batch"]) <= (3, 9)]
+    state = folded([start] + [dict(e, elapsed=e["elapsed"] - 7.0) for e in later])
+    last = later[-1]
+    done, since = last["epoch"] * 12 + last["batch"], last["epoch"] * 12 + last["batch"] - 30
+    assert state.progress == pytest.approx(done / 60) == pytest.approx(45 / 60) and state.epoch == 3
+    assert state.eta == pytest.approx((last["elapsed"] - 7.0) / since * (60 - done))
+    fresh = folded([start])
+    assert fresh.progress == pytest.approx(30 / 60) and fresh.eta is None  # not 0% after a resume
+
+
 def test_state_finished_and_test_split_deltas():
     events = generate_events(epochs=2, finished="interrupted")
     test_eval = dict(events[-3], split="test")  # a final test eval is not compared with val

@@ -157,7 +157,7 @@ def test_second_trainer_refused_and_a_watcher_pauses_saves_and_stops_a_detached_
         finished = of_type(run, "run_finished")[-1]
         assert finished["status"] == "interrupted" and "stopped from battui watch" in finished["reason"]
         assert wait_for(lambda: not running(pid), timeout=30)
-        assert wait_for(lambda: "continue: battui train --resume" in term.screen(), timeout=10), term.screen()
+        assert wait_for(lambda: "continue: battui train" in term.screen(), timeout=10), term.screen()
         load_checkpoint(run / "checkpoints" / "last.pt")
     finally:
         if term is not None:

@@ -121,6 +121,8 @@ def train_command(
     A lost terminal (SIGHUP) closes the dashboard and training goes on headless,
     logging to RUN_DIR/train.log (`--set run.on_hangup=stop`: save and exit).
     One trainer per run directory: a second one on a live run exits with code 2.
+    Dashboard keys: d detaches (training goes on in the background), q asks
+    before stopping, ? lists every key; `battui watch` re-attaches.
     """
     overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
     control = RunControl()

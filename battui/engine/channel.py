@@ -109,6 +109,12 @@ def send_command(run_dir: str | Path, command: str) -> None:
         raise UserError(f"only the owner of {run_dir} can control its trainer ({path} is mode 0600)") from None
     except OSError as exc:
         if exc.errno == errno.ENXIO:
+            from battui.engine.runlock import live_pid
+
+            pid = live_pid(run_dir)
+            if pid is not None:
+                raise UserError(f"the trainer of {run_dir} (pid {pid}) is still starting up; "
+                                f"try `{command}` again in a moment") from None
             raise UserError(f"no trainer is running on {run_dir}; nothing to {command}") from None
         raise UserError(f"cannot write to {path}: {exc.strerror}") from None
     try:
