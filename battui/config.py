@@ -100,6 +100,7 @@ class RunConfig:
     name: str = ""  # empty = generated
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     tensorboard: bool = False  # also write RUN/tensorboard/ live (needs battui[tensorboard])
+    on_hangup: str = "continue"  # terminal lost: continue (headless, RUN/train.log) | stop (save last.pt, exit)
 
 
 @dataclass

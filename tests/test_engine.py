@@ -114,9 +114,9 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert sum(map(sum, full[-1]["step_hist"])) == 220
 
 
-def test_pause_waits_and_stop_ends_the_wait(tmp_path):
+def test_pause_waits_saves_on_request_and_stop_ends_the_wait(tmp_path):
     control = RunControl()
-    texts: list[str] = []
+    seen: list[tuple] = []
 
     def listener(event: dict) -> None:
         if event["type"] == "batch" and event["batch"] == 1 and event["epoch"] == 0:
@@ -124,13 +124,17 @@ def test_pause_waits_and_stop_ends_the_wait(tmp_path):
             threading.Timer(0.3, control.pause.clear).start()
         if event["type"] == "batch" and event["batch"] == 2 and event["epoch"] == 0:
             control.pause.set()
-            threading.Timer(0.3, control.request_stop, args=("stop while paused",)).start()
-        if event["type"] == "message":
-            texts.append(event["text"])
+            threading.Timer(0.2, control.save_now.set).start()  # `battui watch` s while paused
+            threading.Timer(0.6, control.request_stop, args=("stop while paused",)).start()
+        if event["type"] in ("paused", "resumed"):  # typed events, not message text
+            seen.append((event["type"], event.get("epoch"), event.get("batch")))
+        if event["type"] == "checkpoint":
+            seen.append(("checkpoint", event["kind"], len(seen)))
 
     trainer = Trainer(tiny(tmp_path), control=control, listeners=[listener]).prepare()
     assert trainer.run() == "interrupted"
-    assert texts[:3] == ["paused at epoch 1 batch 1", "resumed", "paused at epoch 1 batch 2"]
+    assert seen[:4] == [("paused", 0, 1), ("resumed", None, None), ("paused", 0, 2), ("checkpoint", "manual", 3)]
+    assert seen[4][:2] == ("checkpoint", "last")  # the stop, after the wait ended
     assert load_checkpoint(trainer.checkpoint_dir / "last.pt")["batch"] == 3
 
 

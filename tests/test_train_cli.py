@@ -19,6 +19,7 @@ import torch
 from battui.config import load_config
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
+from battui.engine.runlock import live_pid
 from battui.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,19 @@ def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_pat
     assert out.returncode == 0, out.stderr
     run = run_dir_from(out.stdout)
     assert f"battui watch {run}" in out.stdout
-    pid = int((run / "train.pid").read_text())
+    pid = live_pid(run)  # the background process holds the run's lock (no train.pid)
+    assert pid and pid != os.getpid() and not (run / "train.pid").exists()
+    # The printed watch command works at once: it waits for the run to start instead of failing.
+    watcher = subprocess.Popen([sys.executable, "-m", "battui", "watch", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
+    try:
+        first = [watcher.stdout.readline()]
+        while " batch 5/" not in first[-1] and len(first) < 20 and first[-1]:
+            first.append(watcher.stdout.readline())
+        assert first[0].startswith(f"run {run}:") and " batch 5/" in first[-1], first
+    finally:
+        watcher.kill()
+        watcher.wait()
     deadline = time.time() + 60
     while time.time() < deadline:
         if (run / "checkpoints" / "last.pt").exists():
@@ -143,6 +156,19 @@ def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_pat
     assert "run interrupted" in (run / "train.log").read_text()
     assert types_count(events, "run_started") == 1
     load_checkpoint(run / "checkpoints" / "last.pt")
+    assert wait_gone(pid) and live_pid(run) is None and (run / "train.lock").read_text() == ""  # nothing stale
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def types_count(events: list[dict], kind: str) -> int:

@@ -67,6 +67,19 @@ def test_state_folds_progress_eta_and_deltas():
     assert len(state.loss_history) == len([e for e in events if e["type"] == "batch"])
 
 
+def test_state_progress_and_eta_count_the_whole_run_after_a_resume():
+    events = generate_events(epochs=5, total_epochs=5, batches=12, finished=None)
+    start = dict(events[0], start_epoch=2, start_batch=6)  # resumed mid-epoch 3: elapsed restarts there
+    later = [e for e in events if e["type"] == "batch" and (2, 6) < (e["epoch"], e["batch"]) <= (3, 9)]
+    state = folded([start] + [dict(e, elapsed=e["elapsed"] - 7.0) for e in later])
+    last = later[-1]
+    done, since = last["epoch"] * 12 + last["batch"], last["epoch"] * 12 + last["batch"] - 30
+    assert state.progress == pytest.approx(done / 60) == pytest.approx(45 / 60) and state.epoch == 3
+    assert state.eta == pytest.approx((last["elapsed"] - 7.0) / since * (60 - done))
+    fresh = folded([start])
+    assert fresh.progress == pytest.approx(30 / 60) and fresh.eta is None  # not 0% after a resume
+
+
 def test_state_finished_and_test_split_deltas():
     events = generate_events(epochs=2, finished="interrupted")
     test_eval = dict(events[-3], split="test")  # a final test eval is not compared with val
@@ -220,7 +233,10 @@ async def test_quit_while_training_stops_the_worker_and_leaves_a_checkpoint(tmp_
         assert not control.pause.is_set()
         await pilot.pause(0.2)
         assert "manual" in trainer.saved
-        await pilot.press("q")
+        await pilot.press("q")  # asks first
+        await pilot.pause(0.2)
+        assert not control.stop.is_set() and "Stop training?" in screen_text(app)
+        await pilot.press("y")
         await pilot.pause(0.5)
     assert control.stop.is_set() and control.stop_reason == "stopped from the dashboard (q)"
     assert trainer.saved[-1] == "last" and (tmp_path / "checkpoints" / "last.pt").is_file()
@@ -243,7 +259,7 @@ async def test_real_trainer_quit_writes_last_checkpoint(tmp_path):
             if app.state.step >= 3:
                 break
         assert app.state.classes and app.state.step >= 3
-        await pilot.press("q")
+        await pilot.press("q", "y")
         for _ in range(100):
             await pilot.pause(0.1)
             if app.feed.result is not None:
@@ -261,7 +277,7 @@ async def test_real_trainer_quit_writes_last_checkpoint(tmp_path):
 async def test_watch_follows_appended_events_and_notices_a_dead_writer(tmp_path):
     events = generate_events(epochs=2, total_epochs=4, finished=None)
     path = write_events(tmp_path / "events.jsonl", events[:5])
-    (tmp_path / "train.pid").write_text("999999999\n")  # no such process
+    (tmp_path / "train.lock").write_text("999999999\n")  # left by a killed trainer: no such process
     app = DashboardApp(WatchFeed(path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.5)
@@ -301,3 +317,49 @@ def test_watch_cli_headless_log_and_bad_dir(tmp_path, capsys):
         assert done.code in (0, None)
     out = capsys.readouterr().out
     assert "eval" in out and "completed" in out
+
+
+@sync
+async def test_help_lists_every_key_and_titles_follow_layout_switching_resizes():
+    from battui.tui.widgets.keys import KEYS_COMMON, KEYS_LIVE, KEYS_WATCH
+
+    app = DashboardApp(ReplayFeed(generate_events(epochs=2, finished=None)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        for key, what in KEYS_WATCH + KEYS_COMMON:
+            assert f"{key} " in text and what in text, (key, what, text)
+        await pilot.press("escape")
+        for size, wide in (((160, 48), True), ((80, 24), False), ((130, 40), True)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+            titles = [panel.border_title for panel in app.panels]
+            if wide:
+                assert titles == ["1 class errors", "2 attack steps", "3 targets", "4 curves"], size
+            else:
+                assert all("│" in title for title in titles), size
+    assert {key for key, _ in KEYS_LIVE} == {"q", "d", "p", "s", "x", "ctrl+c"}
+    assert {b.key for b in DashboardApp.BINDINGS} >= {"q", "d", "p", "s", "x", "ctrl+c", "question_mark"}
+
+
+@sync
+async def test_no_color_drops_colours_but_keeps_emphasis_and_tells_bar_parts_apart(monkeypatch):
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual.filter import Monochrome, NoColor
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = DashboardApp(ReplayFeed(generate_events(epochs=2, finished=None)))
+    assert any(isinstance(f, NoColor) for f in app._filters)
+    assert not any(isinstance(f, Monochrome) for f in app._filters)  # Textual's default: greys on greys
+    nocolor = next(f for f in app._filters if isinstance(f, NoColor))
+    (seg,) = nocolor.apply([Segment("x", Style(color="grey35", bgcolor="grey11", bold=True, reverse=True))],
+                           None)
+    assert seg.style.color.is_default and seg.style.bgcolor.is_default  # the terminal's own colours
+    assert seg.style.bold and seg.style.reverse
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert "boundary ▒" in text and "█▒" in text  # standard part, then boundary part

@@ -32,3 +32,13 @@ def test_hundred_classes_160x48(snap_compare):
 
 def test_targets_panel_80x24(snap_compare):
     assert snap_compare(running_app(), terminal_size=(80, 24), press=["3", "j"])
+
+
+def test_titles_after_a_layout_switching_resize_80x24_to_160x48(snap_compare):
+    """One panel with a tab strip at 80 columns; after widening, four panels, each with its own title."""
+
+    async def widen(pilot):
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause(0.3)
+
+    assert snap_compare(running_app(), terminal_size=(80, 24), run_before=widen)

@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from battui.engine.control import RunControl
 from battui.engine.headless import HeadlessLog
 from battui.engine.runs import resume_config
 from battui.engine.signals import exit_code, handle_signals
+from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
 from battui.engine.trainer import Trainer
 from battui.errors import UserError
 
@@ -46,9 +46,23 @@ def _say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)
 
 
+def _on_hangup(guard: TerminalGuard, control: RunControl, mode: str, redirect: bool):
+    """SIGHUP: the terminal is gone. `stop` also ends the run (saving last.pt); output goes to
+    RUN/train.log at once (`redirect`), or once the dashboard has closed (its launcher does it)."""
+    def hung_up() -> None:
+        guard.lost.set()
+        if mode == "stop":
+            control.request_stop("SIGHUP received", signal=signal.SIGHUP)
+        if redirect:
+            guard.to_log()
+
+    return hung_up
+
+
 def _headless(trainer: Trainer, control: RunControl) -> int:
     trainer.listeners.append(HeadlessLog())
-    with handle_signals(control):
+    guard = TerminalGuard(trainer.run_dir)
+    with handle_signals(control, on_hangup=_on_hangup(guard, control, trainer.cfg.run.on_hangup, redirect=True)):
         status = trainer.run()
     return exit_code(status, control)
 
@@ -56,25 +70,24 @@ def _headless(trainer: Trainer, control: RunControl) -> int:
 def _live(trainer: Trainer, control: RunControl) -> int:
     from battui.tui import run_live
 
-    with handle_signals(control):
-        code = int(run_live(trainer, control))
+    guard, mode = TerminalGuard(trainer.run_dir), trainer.cfg.run.on_hangup
+    with handle_signals(control, on_hangup=_on_hangup(guard, control, mode, redirect=False)):
+        code = int(run_live(trainer, control, guard, on_hangup=mode))
     return 128 + control.signal if control.signal else code
 
 
 def _detach(trainer: Trainer) -> int:
     """Run the prepared run in its own session (survives the terminal), then watch it."""
     run_dir = trainer.run_dir
-    cmd = [sys.executable, "-m", "battui", "train", "--headless", "--resume", str(run_dir)]
-    with open(run_dir / "train.log", "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (run_dir / "train.pid").write_text(f"{proc.pid}\n")
-    _say(f"training in the background (pid {proc.pid}), log in {run_dir / 'train.log'}")
-    if sys.stdout.isatty():
+    pid = spawn_detached(run_dir, trainer.lock)
+    _say(f"training in the background (pid {pid}), log in {run_dir / 'train.log'}")
+    if sys.stdout.isatty() and not dumb_terminal():
         from battui.tui import run_watch
 
-        return int(run_watch(run_dir, detached_pid=proc.pid))
+        return int(run_watch(run_dir, detached_pid=pid))
     _say(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})")
-    _say(f"stop it with: kill {proc.pid}   (saves last.pt; continue with battui train --resume {run_dir})")
+    _say(f"stop it with: battui watch {run_dir} --send stop   (saves last.pt; continue with battui train "
+         f"--resume {run_dir})")
     return 0
 
 
@@ -94,7 +107,8 @@ def train_command(
                                      "--set/--epochs/--device still apply, e.g. --epochs 40 trains longer)."),
     detach: bool = typer.Option(False, "--detach",
                                 help="Train in a background process that survives closing the terminal "
-                                     "(log in RUN_DIR/train.log, pid in RUN_DIR/train.pid) and watch it."),
+                                     "(log in RUN_DIR/train.log) and watch it; `d` in the dashboard does the same "
+                                     "for a running run."),
     run_name: str = typer.Option(None, "--run-name",
                                  help="Run directory name under run.root (default <preset>-<method>-<time>)."),
     tensorboard: bool = typer.Option(False, "--tensorboard",
@@ -105,8 +119,13 @@ def train_command(
 
     Writes runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/ with config.yaml, env.json,
     events.jsonl and checkpoints/last.pt (every epoch) and best.pt (lowest
-    worst-class robust error on the validation split). Ctrl-C, SIGTERM or SIGHUP
-    finish the current batch, save last.pt and exit non-zero; `--resume` continues.
+    worst-class robust error on the validation split). Ctrl-C or SIGTERM finish
+    the current batch, save last.pt and exit non-zero; `--resume` continues.
+    A lost terminal (SIGHUP) closes the dashboard and training goes on headless,
+    logging to RUN_DIR/train.log (`--set run.on_hangup=stop`: save and exit).
+    One trainer per run directory: a second one on a live run exits with code 2.
+    Dashboard keys: d detaches (training goes on in the background), q asks
+    before stopping, ? lists every key; `battui watch` re-attaches.
     """
     overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
     if tensorboard:
@@ -118,6 +137,8 @@ def train_command(
         trainer = Trainer(resume_config(resume, overrides), resume=resume, control=control)
     else:
         trainer = Trainer(load_config(preset, overrides), control=control)
+    if trainer.cfg.run.on_hangup not in ("continue", "stop"):
+        raise UserError(f"run.on_hangup must be continue or stop, got '{trainer.cfg.run.on_hangup}'")
     trainer.prepare()
     try:
         if trainer.dist.is_main:
@@ -125,7 +146,7 @@ def train_command(
             _say(f"{trainer.device_note}{ranks}; run directory {trainer.run_dir}")
         if detach:
             code = _detach(trainer)
-        elif headless or not sys.stdout.isatty() or trainer.dist.enabled:
+        elif headless or not sys.stdout.isatty() or dumb_terminal() or trainer.dist.enabled:
             code = _headless(trainer, control)
         else:
             code = _live(trainer, control)

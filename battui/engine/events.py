@@ -56,6 +56,7 @@ class RunStarted(Event):
     train_size: int = 0
     eval_size: int = 0
     start_epoch: int = 0  # > 0 when resumed
+    start_batch: int = 0  # > 0 when resumed from a mid-epoch last.pt
     world_size: int = 1
     seed: int = 0
     config: dict = field(default_factory=dict)
@@ -141,9 +142,26 @@ class Message(Event):
     level: str = "info"  # info | warning | error
 
 
+@dataclass
+class Paused(Event):
+    """Training waits before batch `batch` (0-based) of `epoch` until resumed or stopped."""
+
+    type: ClassVar[str] = "paused"
+    epoch: int
+    batch: int
+
+
+@dataclass
+class Resumed(Event):
+    """Training goes on after a pause."""
+
+    type: ClassVar[str] = "resumed"
+
+
 EVENT_TYPES = {
     cls.type: cls
-    for cls in (RunStarted, BatchEvent, TrainAttack, EvalEvent, CheckpointEvent, RunFinished, Message)
+    for cls in (RunStarted, BatchEvent, TrainAttack, EvalEvent, CheckpointEvent, RunFinished, Message, Paused,
+                Resumed)
 }
 
 

@@ -14,6 +14,7 @@ import sys
 from typing import TextIO
 
 from battui.engine.metrics import mean_steps
+from battui.engine.progress import run_progress
 
 
 def _clock(seconds: float) -> str:
@@ -28,6 +29,7 @@ class HeadlessLog:
         self.stream = stream
         self.classes: list[str] = []
         self.epochs = 0
+        self.start = (0, 0)
 
     def _print(self, text: str) -> None:
         stream = self.stream or sys.stdout
@@ -40,6 +42,7 @@ class HeadlessLog:
 
     def _run_started(self, e: dict) -> None:
         self.classes, self.epochs = list(e["classes"]), e["epochs"]
+        self.start = (int(e.get("start_epoch", 0)), int(e.get("start_batch", 0)))
         ranks = f", {e['world_size']} ranks" if e.get("world_size", 1) > 1 else ""
         start = f", from epoch {e['start_epoch'] + 1}" if e.get("start_epoch") else ""
         self._print(f"run {e['run_dir']}: {e['method']} on {e['dataset']} ({e['model']}), device {e['device']}"
@@ -49,9 +52,11 @@ class HeadlessLog:
     def _batch(self, e: dict) -> None:
         parts = " ".join(f"{k} {v:.4f}" for k, v in e.get("parts", {}).items())
         parts = f" ({parts})" if parts and list(e["parts"]) != ["loss"] else ""
+        fraction, eta = run_progress(e["epoch"], e["batch"], e["batches"], self.epochs, *self.start, e["elapsed"])
+        left = f" {100 * fraction:.0f}% ETA {_clock(eta)}" if eta is not None else ""
         self._print(f"epoch {e['epoch'] + 1}/{self.epochs} batch {e['batch']}/{e['batches']} "
                     f"loss {e['loss']:.4f}{parts} lr {e['lr']:.3g} {e['images_per_s']:.0f} img/s "
-                    f"[{_clock(e['elapsed'])}]")
+                    f"[{_clock(e['elapsed'])}]{left}")
 
     def _train_attack(self, e: dict) -> None:
         if e.get("partial"):
@@ -81,6 +86,12 @@ class HeadlessLog:
     def _message(self, e: dict) -> None:
         level = e.get("level", "info")
         self._print(e["text"] if level == "info" else f"{level}: {e['text']}")
+
+    def _paused(self, e: dict) -> None:
+        self._print(f"paused at epoch {e['epoch'] + 1} batch {e['batch']} (resume: battui watch RUN --send resume)")
+
+    def _resumed(self, e: dict) -> None:
+        self._print("resumed")
 
     def _run_finished(self, e: dict) -> None:
         self._print(f"run {e['status']}: {e.get('reason', '')}")

@@ -1,7 +1,8 @@
 """One training epoch: forward through the method, backward, step, and the flags in between.
 
 Per batch, in this order:
-1. pause: wait (the stop flag still ends the wait), with a `message` event each way;
+1. pause: wait (the stop flag still ends the wait), with `paused` / `resumed` events; a save
+   asked for while paused is done at once (single process);
 2. `method.loss` under bf16 autocast when enabled (attack + loss; one DDP forward);
 3. a non-finite loss on any rank (agreed across ranks *before* backward, so no
    rank waits in an all-reduce another skipped) fails the run without stepping;
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from battui.engine.distributed import agree_flags
-from battui.engine.events import BatchEvent, Message, TrainAttack
+from battui.engine.events import BatchEvent, Paused, Resumed, TrainAttack
 from battui.engine.metrics import ClassCounter
 
 if TYPE_CHECKING:
@@ -46,15 +47,21 @@ def attack_event(trainer: Trainer, epoch: int, done: int, partial: bool) -> Trai
                        step_hist=stats["step_hist"], target_confusion=stats["adv_confusion"])
 
 
-def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> None:
+def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> bool:
+    """Wait while paused; False when a save while paused failed (non-finite weights)."""
     control = trainer.control
     if not control.pause.is_set() or control.stop.is_set():
-        return
-    trainer.emit(Message(text=f"paused at epoch {epoch + 1} batch {batch}"))
+        return True
+    trainer.emit(Paused(epoch=epoch, batch=batch))
     while control.pause.is_set() and not control.stop.is_set():
+        if control.save_now.is_set() and not trainer.dist.enabled:  # other ranks are not waiting here
+            control.save_now.clear()
+            if not trainer.save_last(epoch_done=epoch, batch_done=batch, kind="manual"):
+                return False
         control.stop.wait(0.1)
     if not control.stop.is_set():
-        trainer.emit(Message(text="resumed"))
+        trainer.emit(Resumed())
+    return True
 
 
 def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | None:
@@ -75,7 +82,8 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
     for i, (x, y) in enumerate(batches):
         if i < start_batch:
             continue  # resumed mid-epoch: these batches were trained before the stop
-        _wait_while_paused(trainer, epoch, i)
+        if not _wait_while_paused(trainer, epoch, i):
+            return "failed"
         x = speed.prepare_input(x)
         with speed.autocast():
             loss, steps_to_flip, adv_pred, parts = trainer.step_module(x, y)

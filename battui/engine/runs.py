@@ -5,7 +5,9 @@
         env.json             versions, device, seed, host, argv (+ one entry per resume)
         events.jsonl         the event stream (appended on resume)
         checkpoints/last.pt  every epoch (and on stop / manual save), best.pt by worst-class robust val error
-        train.log, train.pid only for `battui train --detach`
+        train.lock           the one-trainer lock (flock; holds the live trainer's pid, empty after)
+        control              FIFO (0600) while a trainer runs: `battui watch` pause/resume/save/stop
+        train.log            a detached run's log, or a run's after its terminal was lost
 
     cfg = resume_config("runs/digits-cnn-pgd-at-20250101-120000", ["train.epochs=40"])
 """

@@ -1,5 +1,9 @@
 """SIGINT / SIGTERM / SIGHUP / SIGUSR1 / SIGUSR2 -> `RunControl.stop`, so a run ends cleanly.
 
+SIGHUP (the terminal went away) calls `on_hangup` instead when one is given
+(`run.on_hangup=continue`: training goes on without the terminal), and stays
+ignored when the process started with it ignored (`nohup`).
+
 The first signal asks the loop to finish its batch, save `last.pt` and write
 `run_finished` with status `interrupted`; a second SIGINT gives up waiting and
 raises KeyboardInterrupt. Handlers can only be installed from the main thread.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from battui.engine.control import RunControl
@@ -26,7 +30,7 @@ STOP_SIGNALS = tuple(
 
 
 @contextmanager
-def handle_signals(control: RunControl) -> Iterator[RunControl]:
+def handle_signals(control: RunControl, on_hangup: Callable[[], None] | None = None) -> Iterator[RunControl]:
     """Install stop handlers for the duration of the block (no-op outside the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield control
@@ -34,11 +38,16 @@ def handle_signals(control: RunControl) -> Iterator[RunControl]:
 
     def on_signal(signum: int, _frame) -> None:
         name = signal.Signals(signum).name
+        if signum == getattr(signal, "SIGHUP", None) and on_hangup is not None:
+            on_hangup()
+            return
         if control.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop waiting for the batch
         control.request_stop(f"{name} received", signal=signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    ignored = {s for s in STOP_SIGNALS if s == getattr(signal, "SIGHUP", None)
+               and signal.getsignal(s) is signal.SIG_IGN}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS if s not in ignored}
     try:
         yield control
     finally:

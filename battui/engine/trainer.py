@@ -10,9 +10,11 @@
 
 `prepare()` builds data, model and method and checks the input (raising
 `UserError` before anything is written), then creates the run directory with
-`config.yaml` and `env.json`. `run()` trains: every event goes to
+`config.yaml` and `env.json`, holding the run's lock (one trainer per run
+directory, `runlock.py`) until `run()` ends. `run()` trains: every event goes to
 `events.jsonl` and to each listener (a callable taking the event dict; it must
-not block). A `RunControl` stops, pauses or saves the run between batches.
+not block). A `RunControl` stops, pauses or saves the run between batches;
+`battui watch` sets the same flags through the run's control FIFO (`channel.py`).
 
 Event numbering: `batch`, `train_attack` and `eval` carry the 0-based epoch they
 belong to (the final test `eval` carries the last epoch's); `checkpoint` and
@@ -35,6 +37,7 @@ import torch
 
 from battui.config import Config
 from battui.engine import distributed, runs
+from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
@@ -42,6 +45,7 @@ from battui.engine.evaluate import AttackSpec, evaluate
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
 from battui.engine.loop import attack_event, reset_attack_counter, summed_counter, train_epoch
 from battui.engine.metrics import ClassCounter
+from battui.engine.runlock import RunLock
 from battui.engine.setup import (
     SpeedSettings,
     apply_determinism,
@@ -69,6 +73,8 @@ class Trainer:
         self.best_metric: float | None = None
         self.started = time.time()
         self.writer: EventWriter | None = None
+        self.lock: RunLock | None = None
+        self.keep_lock = False  # set when the run is handed over to another process (the lock goes with it)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -144,6 +150,7 @@ class Trainer:
             self.run_dir = Path(distributed.broadcast_object(str(name), self.dist))
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = self.lock or RunLock.acquire(self.run_dir)
             runs.write_run_config(self.run_dir, cfg)
             runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
                            or self.resume_dir is not None)
@@ -255,8 +262,10 @@ class Trainer:
             self.prepare()
         self.started = time.time()
         self.failure: tuple[str, int] | None = None
+        channel = None
         if self.dist.is_main:
             self.writer = EventWriter(self.events_path)
+            channel = ControlChannel(self.run_dir, self.control).open()
         try:
             status = self._run()
         except BaseException as exc:
@@ -267,6 +276,10 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if channel is not None:
+                channel.close()
+            if self.lock is not None and not self.keep_lock:
+                self.lock.release()
             restore_determinism(self._global_flags)
             torch.set_num_threads(self._threads)
         return status
@@ -278,6 +291,7 @@ class Trainer:
             dataset=cfg.data.name, model=cfg.model.name, device=str(self.device), classes=self.classes,
             epochs=epochs, batches_per_epoch=len(self.train_batches), attack_steps=self.attack_steps,
             train_size=self.train_size, eval_size=self.val_size, start_epoch=self.start_epoch,
+            start_batch=self.start_batch,
             world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict()))
         if self.resumed_from is not None:
             where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")

@@ -4,9 +4,13 @@ All three deliver the same thing, `EventsArrived` messages posted to the app
 (safe and non-blocking from any thread), so the screen cannot tell a live run
 from a watched or replayed one.
 
-    LiveFeed(trainer, control)          # trainer runs in a thread worker; listener posts events
+    LiveFeed(trainer, control)          # trainer runs in its own thread; listener posts events
     WatchFeed(events_path, pid=None)    # a thread worker tails events.jsonl (follow_events)
     ReplayFeed(events)                  # a fixed list, applied at start (tests, snapshots)
+
+Live and watched runs take the same commands (`feed.command("pause")`): a live
+feed sets its `RunControl` flags, a watch feed writes them to the run's
+control FIFO (`battui.engine.channel`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
+from battui.engine.channel import send_command
 from battui.engine.events import follow_events, read_events
+from battui.engine.runlock import live_pid, recorded_pid
+from battui.errors import UserError
 from battui.tui.state import RunState
 from battui.tui.widgets.common import format_duration
 
@@ -37,6 +44,10 @@ class EventsArrived(Message):
     def __init__(self, events: list[dict[str, Any]]):
         super().__init__()
         self.events = events
+
+
+class TrainingDone(Message):
+    """The training thread of a live feed returned (completed, stopped or failed)."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -59,9 +70,10 @@ def pid_alive(pid: int) -> bool:
 
 
 class Feed:
-    """Base: a read-only source. `live` feeds own a training run and can pause, save and stop it."""
+    """Base: a read-only source. `live` feeds own a training run; `controls` feeds can pause, save, stop it."""
 
     live = False
+    controls = False
 
     def start(self, app: App) -> None:
         """Begin delivering `EventsArrived` to `app` (called once the app is mounted)."""
@@ -73,6 +85,10 @@ class Feed:
     def health(self, state: RunState, now: float) -> tuple[str, str] | None:
         """A (status, note) override when the stream itself cannot tell, e.g. a writer gone quiet."""
         return None
+
+    def command(self, name: str) -> None:
+        """pause | resume | save | stop the run; UserError when it cannot be done."""
+        raise UserError("this view only replays events")
 
 
 class ReplayFeed(Feed):
@@ -86,28 +102,35 @@ class ReplayFeed(Feed):
 
 
 class LiveFeed(Feed):
-    """A `Trainer` run in a Textual thread worker of the app; its listener posts each event.
+    """A `Trainer` run in a thread of its own; its listener posts each event to the app.
 
-    The worker cannot be killed: `stop()` sets `control.stop`, the loop notices
-    at the next batch, saves `checkpoints/last.pt` and returns.
+    The thread is not the app's: it goes on when the dashboard closes (a lost
+    terminal), and `join()` waits for it. It cannot be killed: `stop()` sets
+    `control.stop`, the loop notices at the next batch, saves
+    `checkpoints/last.pt` and returns; the app then gets `TrainingDone`.
     """
 
     live = True
+    controls = True
 
     def __init__(self, trainer: Any, control: Any):
         self.trainer, self.control = trainer, control
         self.result: str | None = None
         self.error: BaseException | None = None
         self._app: App | None = None
+        self.thread: threading.Thread | None = None
+        self.started_event: dict[str, Any] | None = None  # the run's latest run_started
 
     def _listener(self, event: Any) -> None:
         # Runs on the training thread: post only (never call_from_thread, it blocks and
         # raises once the app closes), and never let the dashboard break the training loop.
+        record = event if isinstance(event, dict) else event.to_dict()
+        if record.get("type") == "run_started":
+            self.started_event = record
         app = self._app
         if app is None:
             return
         try:
-            record = event if isinstance(event, dict) else event.to_dict()
             app.post_message(EventsArrived([record]))
         except Exception:
             pass
@@ -124,15 +147,44 @@ class LiveFeed(Feed):
             self.trainer.add_listener(self._listener)
         else:
             raise TypeError("the trainer exposes neither a `listeners` list nor add_listener()")
-        app.run_worker(self._train, thread=True, name="training", group="training", exit_on_error=False)
+        self.thread = threading.Thread(target=self._train, name="battui-training", daemon=True)
+        self.thread.start()
 
-    def _train(self) -> str:
+    def _train(self) -> None:
         try:
             self.result = str(self.trainer.run())
         except BaseException as exc:
             self.error, self.result = exc, "failed"
-            raise
-        return self.result
+        finally:
+            app = self._app
+            try:
+                if app is not None:
+                    app.post_message(TrainingDone())
+            except Exception:
+                pass
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def detach_app(self) -> None:
+        """The app is gone: events stop going to it (training goes on)."""
+        self._app = None
+
+    def join(self) -> None:
+        """Wait for training to end, waking twice a second so signal handlers run."""
+        while self.running:
+            self.thread.join(0.5)
+
+    def command(self, name: str) -> None:
+        if name == "pause":
+            self.control.pause.set()
+        elif name == "resume":
+            self.control.pause.clear()
+        elif name == "save":
+            self.control.save_now.set()
+        elif name == "stop":
+            self.stop()
 
     def stop(self) -> bool:
         if not self.control.stop.is_set():
@@ -147,6 +199,8 @@ class LiveFeed(Feed):
 class WatchFeed(Feed):
     """Tails a run's events.jsonl in a thread worker; never touches the run itself."""
 
+    controls = True
+
     def __init__(self, events_path: str | Path, pid: int | None = None):
         self.events_path = Path(events_path)
         self.pid = pid if pid is not None else self._pid_from_env()
@@ -154,12 +208,11 @@ class WatchFeed(Feed):
         self._stop = threading.Event()
 
     def _pid_from_env(self) -> int | None:
-        """The training process: train.pid of a detached run, else env.json's pid if on this host."""
+        """The training process: the holder (or last holder) of the run's lock, else env.json's pid if on this host."""
         run_dir = self.events_path.parent
-        try:
-            return int((run_dir / "train.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+        pid = live_pid(run_dir) or recorded_pid(run_dir)  # a killed trainer's pid stays in the file
+        if pid and pid > 0:
+            return pid
         try:
             env = json.loads((run_dir / "env.json").read_text())
         except (OSError, ValueError):
@@ -191,6 +244,9 @@ class WatchFeed(Feed):
         self._stop.set()
         return False
 
+    def command(self, name: str) -> None:
+        send_command(self.events_path.parent, name)
+
     def health(self, state: RunState, now: float) -> tuple[str, str] | None:
         if state.finished:
             return None
@@ -199,6 +255,9 @@ class WatchFeed(Feed):
         except OSError:
             last = state.last_event_time or 0.0
         idle = now - last if last else 0.0
+        holder = live_pid(self.events_path.parent)  # a resumed or handed-over run has a new trainer
+        if holder and holder > 0:
+            self.pid = holder
         alive = pid_alive(self.pid) if self.pid else None
         if alive is False and self.caught_up:
             return "stale", f"process {self.pid} is gone and the run did not finish"

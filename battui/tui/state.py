@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
+from battui.engine.progress import run_progress
 
 HISTORY = 2000  # points kept per curve; older ones are dropped
 
@@ -37,10 +38,12 @@ class RunState:
     classes: list[str] = field(default_factory=list)
     epochs: int = 0
     start_epoch: int = 0
+    start_batch: int = 0
     batches_per_epoch: int = 0
     attack_steps: int = 0
     world_size: int = 1
     started: bool = False
+    paused: bool = False
 
     epoch: int = 0
     batch: int = 0
@@ -89,7 +92,8 @@ class RunState:
         self.classes = [str(c) for c in e.get("classes", [])]
         self.epochs = int(e.get("epochs", 0))
         self.start_epoch = int(e.get("start_epoch", 0))
-        self.epoch = self.start_epoch
+        self.start_batch = int(e.get("start_batch", 0))
+        self.epoch, self.batch, self.elapsed, self.paused = self.start_epoch, self.start_batch, 0.0, False
         self.batches_per_epoch = int(e.get("batches_per_epoch", 0))
         self.batches = self.batches_per_epoch
         self.attack_steps = int(e.get("attack_steps", 0))
@@ -135,6 +139,15 @@ class RunState:
 
     def _on_run_finished(self, e: dict[str, Any]) -> None:
         self.finished = e
+        self.paused = False
+
+    def _on_paused(self, e: dict[str, Any]) -> None:
+        self.paused = True
+        self.messages.append(("info", f"paused at epoch {int(e.get('epoch', 0)) + 1} batch {e.get('batch')}"))
+
+    def _on_resumed(self, e: dict[str, Any]) -> None:
+        self.paused = False
+        self.messages.append(("info", "resumed"))
 
     def _on_message(self, e: dict[str, Any]) -> None:
         self.messages.append((str(e.get("level", "info")), str(e.get("text", ""))))
@@ -153,23 +166,21 @@ class RunState:
     def class_name(self, index: int) -> str:
         return self.classes[index] if 0 <= index < len(self.classes) else str(index)
 
+    def _progress(self) -> tuple[float, float | None]:
+        return run_progress(self.epoch, self.batch, self.batches or self.batches_per_epoch, self.epochs,
+                            self.start_epoch, self.start_batch, self.elapsed)
+
     @property
     def progress(self) -> float:
-        """Fraction of this run's (or resume's) batches done, 0..1."""
-        epochs = self.epochs - self.start_epoch
-        per = self.batches or self.batches_per_epoch
-        if epochs <= 0 or per <= 0:
+        """Fraction of the whole run's batches done, 0..1 (a resumed run counts what came before)."""
+        if self.epochs <= 0 or not (self.batches or self.batches_per_epoch):
             return 1.0 if self.finished else 0.0
-        done = (self.epoch - self.start_epoch) * per + self.batch
-        return min(1.0, max(0.0, done / (epochs * per)))
+        return self._progress()[0]
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, from the events' own `elapsed` and progress (no wall clock)."""
-        p = self.progress
-        if self.finished or p <= 0.0 or self.elapsed <= 0.0:
-            return None
-        return self.elapsed * (1.0 - p) / p
+        """Seconds left, from the events' own `elapsed` since this start (or resume) and its progress."""
+        return None if self.finished else self._progress()[1]
 
     @property
     def status(self) -> str:

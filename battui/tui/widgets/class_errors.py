@@ -1,13 +1,15 @@
 """Per-class error panel: standard + boundary = robust error for every class, from the latest eval.
 
 Each bar is the robust error, split into its standard part (blue) and boundary
-part (orange); `┆` marks the class average. The worst class carries `▲`, the
+part (orange; `▒` instead of `█` under NO_COLOR, where colours are dropped);
+`┆` marks the class average. The worst class carries `▲`, the
 selected one `▸`; `Δ` columns are the change since the previous eval.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 from rich.text import Text
@@ -19,6 +21,11 @@ from battui.tui.widgets.panel import Panel
 STANDARD = "rgb(90,140,230)"
 BOUNDARY = "rgb(240,150,50)"
 KINDS = ("standard", "boundary", "robust")
+
+
+def boundary_glyph() -> str:
+    """Without colour (NO_COLOR) the boundary part of a bar must still differ from the standard part."""
+    return "▒" if "NO_COLOR" in os.environ else "█"
 
 
 class ClassErrorsView(View):
@@ -45,7 +52,7 @@ class ClassErrorsView(View):
         legend = Text(" " * (nw + 3))
         legend.append("standard", style=STANDARD)
         legend.append(" + ")
-        legend.append("boundary", style=BOUNDARY)
+        legend.append("boundary" if boundary_glyph() == "█" else "boundary ▒", style=BOUNDARY)
         legend.append(f" (0–{scale:.0f}%)", style="dim")
         legend.truncate(nw + 4 + bar_w)
         legend.pad_right(nw + 4 + bar_w - legend.cell_len)
@@ -86,15 +93,15 @@ class ClassErrorsView(View):
         s_cells = int(round(min(standard, scale) / scale * width))
         r_cells = min(width, int(round(min(standard + boundary, scale) / scale * width)))
         avg_cell = min(width - 1, int(avg / scale * width))
-        runs = [(0, s_cells, STANDARD), (s_cells, r_cells, BOUNDARY), (r_cells, width, "")]
+        runs = [(0, s_cells, STANDARD, "█"), (s_cells, r_cells, BOUNDARY, boundary_glyph()), (r_cells, width, "", " ")]
         bar = Text()
-        for start, end, style in runs:  # one span per run, the avg tick splitting the run it falls in
+        for start, end, style, glyph in runs:  # one span per run, the avg tick splitting the run it falls in
             if start <= avg_cell < end:
-                bar.append(("█" if style else " ") * (avg_cell - start), style=style)
+                bar.append(glyph * (avg_cell - start), style=style)
                 bar.append("┆", style=f"bold white on {style}" if style else "white")
-                bar.append(("█" if style else " ") * (end - avg_cell - 1), style=style)
+                bar.append(glyph * (end - avg_cell - 1), style=style)
             elif end > start:
-                bar.append(("█" if style else " ") * (end - start), style=style)
+                bar.append(glyph * (end - start), style=style)
         bar.append(" ")
         return bar
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -10,20 +10,27 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS_LIVE = [
-    ("q", "quit: stop training after the current batch, save checkpoints/last.pt, exit"),
+    ("q", "quit: asks; y stops (saves last.pt), d detaches"),
+    ("d", "detach: training goes on in the background"),
     ("p", "pause / resume training"),
-    ("s", "save a checkpoint now (checkpoints/last.pt)"),
+    ("s", "save checkpoints/last.pt now"),
+    ("x", "stop training (asks first; saves last.pt)"),
+    ("ctrl+c", "save last.pt and exit with code 130"),
 ]
 KEYS_WATCH = [
-    ("q", "detach: leave the run alone and exit (re-attach with battui watch RUN_DIR)"),
+    ("q", "detach: leave the run alone (battui watch RUN_DIR)"),
+    ("p", "pause / resume the run's training"),
+    ("s", "make the trainer save checkpoints/last.pt now"),
+    ("x", "stop the run (asks first; it saves last.pt)"),
+    ("ctrl+c", "detach, like q"),
 ]
 KEYS_COMMON = [
-    ("tab / shift+tab", "next / previous panel (one at a time on narrow terminals)"),
+    ("tab / shift+tab", "next / previous panel"),
     ("1 2 3 4", "class errors · attack steps · targets · curves"),
-    ("↑ ↓  j k", "pick the previous / next class (in the order shown)"),
+    ("↑ ↓  j k", "pick the previous / next class"),
     ("pgup pgdn home end", "scroll the active panel"),
-    ("o", "order classes: by index, robust, boundary, standard error (worst first)"),
-    ("t", "targets from the latest eval or from the training attack"),
+    ("o", "order classes: index, robust, boundary, standard"),
+    ("t", "targets from the latest eval or the training attack"),
     ("?", "this help; escape closes it"),
 ]
 
@@ -35,6 +42,7 @@ class KeysScreen(ModalScreen[None]):
     KeysScreen { align: center middle; }
     KeysScreen > Vertical { width: auto; max-width: 100%; height: auto; border: round $accent;
                             background: $surface; padding: 0 1; }
+    KeysScreen > Vertical > Static { width: auto; }
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
@@ -43,11 +51,11 @@ class KeysScreen(ModalScreen[None]):
         self.live = live
 
     def compose(self) -> ComposeResult:
-        table = Table(show_header=False, box=None, padding=(0, 1))
-        table.add_column(style="bold cyan", no_wrap=True)
-        table.add_column()
-        for key, text in (KEYS_LIVE if self.live else KEYS_WATCH) + KEYS_COMMON:
-            table.add_row(key, text)
+        rows = (KEYS_LIVE if self.live else KEYS_WATCH) + KEYS_COMMON
+        width = max(len(key) for key, _ in rows) + 2
+        lines = Text()
+        for key, text in rows:  # plain lines: Textual measures their width (a Rich table here measured 0)
+            lines.append("\n" if lines else "").append(key.ljust(width), style="bold").append(text)
         with Vertical():
             yield Static("[b]battui keys[/b]  " + ("(training in this process)" if self.live else "(watching)"))
-            yield Static(table)
+            yield Static(lines)
