@@ -87,7 +87,8 @@ def agree_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list
     """Logical OR of per-rank flags, so every rank stops (or saves) at the same batch."""
     if not info.enabled:
         return flags
-    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    # filled on the device from host scalars: no host-to-device copy to wait for
+    t = torch.stack([torch.full((), int(f), dtype=torch.int32, device=device) for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
 

@@ -148,10 +148,10 @@ class CFA(Method):
             self.class_beta = torch.full((self.num_classes,), self.beta, dtype=torch.float64)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        eps_c = self.class_eps.to(device=x.device, dtype=x.dtype)
+        eps_c = self.on_device("eps", (self.class_eps,), x, lambda: self.class_eps)
         res, logits_adv, ce, kl = trades_terms(model, x, y, eps=eps_c[y], step_size=self.step_size,
                                                steps=self.steps, xi=self.xi)
-        beta_y = self.class_beta.to(device=x.device, dtype=ce.dtype)[y]
+        beta_y = self.on_device("beta", (self.class_beta,), ce, lambda: self.class_beta)[y]
         ce_term = (ce / (1 + beta_y)).mean()
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)

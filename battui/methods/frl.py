@@ -140,10 +140,12 @@ class FRL(Method):
         return self.update(e0, e1)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        eps_c = self.eps_per_class.to(device=x.device, dtype=x.dtype)
-        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=float(eps_c.max()) / 4,
+        lams = (self.lambda0, self.lambda1, self.lambda2)
+        eps_c = self.on_device("eps", lams, x, lambda: self.eps_per_class)
+        step = self.on_device("step", lams, x, lambda: self.eps_per_class.max() / 4)
+        w0, w1 = (self.on_device(f"w{i}", lams, x, lambda i=i: self.weights[i])[y] for i in (0, 1))
+        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=step,
                        steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
-        w0, w1 = (w.to(device=x.device, dtype=x.dtype)[y] for w in self.weights)
         model.train()
         logits = model(x)
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")

@@ -115,7 +115,7 @@ class WAT(Method):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         res, _, ce, kl = trades_terms(model, x, y, eps=self.eps, step_size=self.step_size,
                                       steps=self.steps, xi=self.xi)
-        w = self.weights.to(device=x.device, dtype=ce.dtype)
+        w = self.on_device("w", (self.cum_cost,), ce, lambda: self.weights)
         per_sample = ce + self.beta * kl
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
