@@ -188,9 +188,11 @@ class CFA(Method):
             h = class_sums(y, res.adv_pred == y, k, dtype)
             s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
-        if hits is None:
+        if hits is None:  # this rank's shard is empty; the others' still count
+            hits = seen = torch.zeros(k, dtype=torch.float64)
+        hits, seen = sum_across_ranks(hits), sum_across_ranks(seen)  # shards -> the whole split
+        if float(seen.sum()) == 0:
             raise ValueError("cfa: end_epoch needs a non-empty validation split")
-        hits, seen = hits.cpu().double(), seen.cpu().double()
         present = seen > 0
         acc = hits[present] / seen[present]
         worst = float(acc.min())
