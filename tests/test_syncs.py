@@ -155,3 +155,24 @@ def test_method_state_is_moved_to_the_device_once_per_change():
     frl.load_state_dict({**frl.state_dict(), "lambda2": torch.zeros(4, dtype=torch.float64)})  # replaced
     third = frl.on_device("eps", (frl.lambda2,), x, lambda: frl.eps_per_class)
     assert torch.allclose(third, torch.full((4,), frl.eps))
+
+
+def test_batches_draw_each_batch_from_its_own_seed_and_never_wait():
+    from battui.data import build_datasets, crop_flip
+    from battui.data.batches import mix_seed
+    from battui.data.splits import as_float
+
+    cfg = load_config("synthetic-tiny")
+    train = build_datasets(cfg.data, seed=0).train
+    batches = Batches(train, 7, shuffle=True, augment=True, seed=3, rank=1, world_size=2, pad_shards=True)
+    batches.set_epoch(2)
+    with SyncCensus() as census:
+        got = list(batches)
+    assert census.total == 0, census.segments
+    order = batches.indices()
+    assert len(got) == len(batches) == -(-len(order) // 7)
+    for i, (x, y) in enumerate(got):
+        idx = order[i * 7:(i + 1) * 7]
+        gen = torch.Generator().manual_seed(mix_seed(3, 2, 1, i, 1))  # the per-batch seed, as before
+        assert torch.equal(x, crop_flip(as_float(train.images[idx]), gen))
+        assert torch.equal(y, train.labels[idx])
