@@ -52,12 +52,14 @@ SYNTHETIC_FOR = ("cifar10", "cifar100", "imagenette")
 
 
 class Clock:
-    """Elapsed seconds of a block: CUDA events on a GPU, perf_counter after synchronize on a CPU."""
+    """Elapsed seconds of a block: CUDA events on a GPU, perf_counter after synchronize on a CPU;
+    `cpu_seconds` is the process's CPU time (on a shared CPU machine, steadier than wall time)."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
 
     def __enter__(self):
+        self.c0 = time.process_time()
         if self.cuda:
             self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             self.start.record()
@@ -72,6 +74,7 @@ class Clock:
             self.seconds = self.start.elapsed_time(self.end) / 1000.0
         else:
             self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = time.process_time() - self.c0
 
 
 def tight_step(model, opt, x, y, eps, step, steps, autocast) -> None:
@@ -169,6 +172,7 @@ def run(trainer: Trainer, args) -> int:
         with Clock(dev):
             fn()
     times: dict[str, list[float]] = {k: [] for k in loops}
+    cpu_times: dict[str, list[float]] = {k: [] for k in loops}
     peak: dict[str, float] = {}
     for _ in range(max(1, args.repeats)):
         for key, fn in loops.items():
@@ -178,6 +182,7 @@ def run(trainer: Trainer, args) -> int:
             with Clock(dev) as c:
                 fn()
             times[key].append(c.seconds)
+            cpu_times[key].append(c.cpu_seconds)
             peak[key] = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else float("nan")
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\ntrain phase, median of {len(times['tight'])} (ms per step, images/s, peak GPU MiB):")
@@ -189,6 +194,12 @@ def run(trainer: Trainer, args) -> int:
               + " ".join(f"{t:.3f}" for t in times[key]) + " s")
     print(f"  battui/tight {med['battui'] / med['tight']:.3f}x   (GPU target: throughput >= 0.9x, ratio <= 1.11)")
     print(f"  battui/bare  {med['battui'] / med['bare']:.3f}x   (engine overhead, target <= 1.10x)")
+    if not cuda:
+        cmed = {k: statistics.median(v) for k, v in cpu_times.items()}
+        print(f"  by process CPU time: tight {1000 * cmed['tight'] / len(batches):.2f} ms, bare "
+              f"{1000 * cmed['bare'] / len(batches):.2f} ms, battui {1000 * cmed['battui'] / len(batches):.2f} ms "
+              f"per step; battui/tight {cmed['battui'] / cmed['tight']:.3f}x, battui/bare "
+              f"{cmed['battui'] / cmed['bare']:.3f}x")
 
     # the other phases of an epoch, once each
     with Clock(dev) as c_val:
