@@ -114,6 +114,15 @@ def agree_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list
     return [bool(v) for v in t.tolist()]
 
 
+def any_nonfinite(value: torch.Tensor, info: DistInfo) -> bool:
+    """Whether `value` (a device scalar) is NaN or infinite on any rank: one all-reduce on the
+    device and one read, the only host sync of a training step outside the attack."""
+    bad = (~torch.isfinite(value.detach())).to(torch.int32).reshape(1)
+    if info.enabled:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad)
+
+
 class LossModule(nn.Module):
     """`forward(x, y)` = `method.loss(model, x, y)` flattened to tensors DDP can follow.
 

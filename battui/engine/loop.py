@@ -19,13 +19,12 @@ Per batch, in this order:
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING
 
 import torch
 
-from battui.engine.distributed import agree_flags
+from battui.engine.distributed import agree_flags, any_nonfinite
 from battui.engine.events import BatchEvent, Message, TrainAttack
 from battui.engine.metrics import ClassCounter
 
@@ -102,9 +101,9 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
         x = speed.prepare_input(x)
         with speed.autocast():
             loss, steps_to_flip, adv_pred, parts = trainer.step_module(x, y)
-        loss_value = float(loss.detach().float())
-        if agree_flags([not math.isfinite(loss_value)], trainer.dist, trainer.device)[0]:
-            return trainer.fail(f"non-finite loss ({loss_value}) at epoch {epoch + 1} batch {i + 1} "
+        loss_value = loss.detach().float()
+        if any_nonfinite(loss_value, trainer.dist):
+            return trainer.fail(f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} batch {i + 1} "
                                 f"(step {trainer.step + 1}); try a smaller train.lr", epoch)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -121,7 +120,7 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
             elapsed = time.perf_counter() - window_start
             trainer.emit(BatchEvent(
                 epoch=epoch, batch=done, batches=n_batches, step=trainer.step,
-                loss=window_loss / window_n, parts=parts_mean(window_parts, window_n),
+                loss=float(window_loss) / window_n, parts=parts_mean(window_parts, window_n),
                 lr=trainer.optimizer.param_groups[0]["lr"],
                 images_per_s=window_images / elapsed if elapsed > 0 else 0.0,
                 elapsed=time.time() - trainer.started,

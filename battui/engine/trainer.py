@@ -209,7 +209,7 @@ class Trainer:
         }
 
     def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
 
     def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
         """Save last.pt (all ranks call this; rank 0 writes). False when the weights went non-finite."""
