@@ -25,8 +25,9 @@ from battui.engine.trainer import Trainer
 from battui.methods import METHODS
 
 
-def step_census(preset: str, method: str, device: str, extra: list[str]) -> list[Counter]:
-    """One Counter of sync kinds per training step of epoch 0."""
+def step_census(preset: str, method: str, device: str, extra: list[str], evaluation: bool = False) -> list[Counter]:
+    """One Counter of sync kinds per training step of epoch 0 (or per batch of the
+    per-epoch PGD evaluation of the validation split, with `evaluation`)."""
     box: dict[str, SyncCensus] = {}
     original = Batches.__iter__
 
@@ -44,7 +45,10 @@ def step_census(preset: str, method: str, device: str, extra: list[str]) -> list
         try:
             with SyncCensus() as census:
                 box["census"] = census
-                train_epoch(trainer, 0)
+                if evaluation:
+                    trainer.evaluate(trainer.val_batches, trainer.val_name, 0)
+                else:
+                    train_epoch(trainer, 0)
         finally:
             Batches.__iter__ = original
     return census.segments[1:]
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         segments = step_census(args.preset, method, args.device, args.set)
         kinds = dict(sum(segments[:-1], start=Counter()))
         print(f"  {method:<8} {[sum(s.values()) for s in segments]}  {kinds}")
+    segments = step_census(args.preset, "pgd-at", args.device, [*args.set, "eval.batch_size=16"], evaluation=True)
+    kinds = dict(sum(segments[:-1], start=Counter()))
+    print(f"PGD-{load_config(args.preset).eval.steps} evaluation, per batch of 16 (last: sums and reads the counts): "
+          f"{[sum(s.values()) for s in segments]}  {kinds}")
     return 0
 
 
