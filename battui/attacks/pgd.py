@@ -21,7 +21,7 @@ parameter ``.grad``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -137,12 +137,20 @@ def run_pgd(
     stop_after_flip: int | None = None,
     omega: float = 0.0,
     record_boundary: bool = False,
+    precise_start: bool | None = None,
 ) -> PGDTrace:
     """The shared loop; see ``linf_pgd`` for the arguments.
 
     ``record_boundary`` also keeps BAT's boundary pair for every sample
     (the last correctly classified iterate and the first misclassified one),
     whether or not samples stop early.
+
+    ``precise_start`` (default None = when the start is "gaussian" and autocast
+    is on): compute p(x) and the first step's forward and backward in fp32. The
+    start x + xi * N(0, I) with xi = 0.001 is below bf16's resolution (~0.004 near
+    1), so under bf16 the first KL gradient is rounding noise instead of the
+    curvature direction it is in fp32; on digits this weakened the TRADES attack
+    by 2.6 points of robust error (docs/PERFORMANCE.md, benchmarks/bf16_attack.py).
 
     Host syncs: none without early stop (per-sample records are kept with
     ``torch.where`` and index copies); with ``stop_after_flip`` exactly one per
@@ -180,10 +188,17 @@ def run_pgd(
     x_clean = x.clone() if record_boundary else None
     x_first = x.clone() if record_boundary else None
 
+    if precise_start is None:
+        precise_start = start == "gaussian" and torch.is_autocast_enabled(x.device.type)
+
+    def precision(k: int) -> AbstractContextManager:
+        on = precise_start and k == 0
+        return torch.autocast(x.device.type, enabled=False) if on else nullcontext()
+
     with eval_mode(net):
         p0 = None
         if objective == "kl":
-            with torch.no_grad():
+            with torch.no_grad(), precision(0):
                 p0 = F.softmax(net(x), dim=1)
         # Active set: None = every sample; else the batch positions of the active rows,
         # and every *_a tensor below holds only those rows.
@@ -194,7 +209,7 @@ def run_pgd(
         prev = x
         for k in range(steps):
             cur = cur.detach().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), precision(k):
                 logits = net(cur)
                 pred = logits.detach().argmax(1)
                 wrong = pred != y_a
