@@ -39,9 +39,24 @@ def kl_uniform(logits: Tensor, direction: str = "paper") -> Tensor:
     raise ValueError(f"uniform_kl must be 'paper' or 'code', got {direction!r}")
 
 
+def one_hot(index: Tensor, n: int) -> Tensor:
+    """Bool [..., n] with True at ``index`` -- an elementwise compare: unlike ``F.one_hot``
+    (which checks the range on the host) and ``bincount`` it never waits for the device."""
+    return index.unsqueeze(-1) == torch.arange(n, device=index.device)
+
+
+def count_values(index: Tensor, n: int, weights: Tensor | None = None) -> Tensor:
+    """How often each of 0..n-1 occurs in ``index`` [B] (long [n]), or the sum of
+    ``weights`` [B] per value; deterministic and without a host sync on every device."""
+    hot = one_hot(index, n)
+    if weights is None:
+        return hot.sum(dim=0)
+    return (hot.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=0)
+
+
 def per_class_mean(values: Tensor, y: Tensor, num_classes: int) -> Tensor:
     """Mean of ``values`` [B] over the samples of each class -> [K] (0 for absent classes)."""
     v = values.to(torch.float64)
-    sums = torch.zeros(num_classes, dtype=torch.float64, device=v.device).index_add_(0, y, v)
-    counts = torch.bincount(y, minlength=num_classes).to(torch.float64)
+    sums = count_values(y, num_classes, v)
+    counts = count_values(y, num_classes).to(torch.float64)
     return sums / counts.clamp(min=1)

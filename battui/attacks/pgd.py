@@ -9,7 +9,10 @@ it (``steps_to_flip``) -- the source-class fairness signal of the BAT paper --
 and the prediction on the returned example (the target-class signal).
 
 Samples that stop leave the batch (active-set compaction): no later forward or
-backward pass includes them. The model runs in eval mode during the attack and
+backward pass includes them. Per-sample records are kept on the device with
+``torch.where`` and index copies, so the loop waits on the host only once per
+step, and only when samples can stop (the ``nonzero`` that compacts the batch).
+The model runs in eval mode during the attack and
 every module's train/eval flag is restored afterwards; gradients are taken
 with ``torch.autograd.grad`` w.r.t. the input only, so nothing accumulates in
 parameter ``.grad``.
@@ -18,7 +21,7 @@ parameter ``.grad``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -75,14 +78,49 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _per_sample(value: float | Tensor, x: Tensor) -> Tensor:
-    """A scalar or [B] budget as a [B, 1, ..., 1] tensor broadcastable to x."""
+    """A scalar or [B] budget as a [B, 1, ..., 1] tensor broadcastable to x.
+
+    A Python float becomes a device fill (no host-to-device copy); a tensor
+    already on x's device and dtype is used as it is.
+    """
     b = x.shape[0]
-    t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    if t.dim() == 0:
-        t = t.expand(b)
+    if isinstance(value, Tensor):
+        t = value.to(device=x.device, dtype=x.dtype)
+        if t.dim() == 0:
+            t = t.expand(b)
+    else:
+        t = x.new_full((b,), float(value))
     if t.shape != (b,):
         raise ValueError(f"per-sample value must be a float or a [{b}] tensor, got {tuple(t.shape)}")
     return t.reshape(b, *([1] * (x.dim() - 1)))
+
+
+def _take(t: Tensor, idx: Tensor | None) -> Tensor:
+    """The active rows of a full-batch tensor (all of it while nothing has stopped)."""
+    return t if idx is None else t.index_select(0, idx)
+
+
+def _put(t: Tensor, idx: Tensor | None, value: Tensor) -> None:
+    """Write the active rows of a full-batch tensor back (an index copy, no host sync)."""
+    if idx is None:
+        t.copy_(value)
+    else:
+        t.index_copy_(0, idx, value)
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _attack_loss(logits: Tensor, y: Tensor, p0: Tensor | None, weight: Tensor | None) -> Tensor:
+    """Summed CE (or KL to p0) over the batch; ``weight`` (0/1 per sample) masks stopped samples."""
+    if p0 is None:
+        per = F.cross_entropy(logits, y, reduction="sum" if weight is None else "none")
+    else:
+        per = F.kl_div(F.log_softmax(logits, dim=1), p0, reduction="sum" if weight is None else "none")
+        if weight is not None:
+            per = per.sum(dim=1)
+    return per if weight is None else (per * weight).sum()
 
 
 def run_pgd(
@@ -99,12 +137,25 @@ def run_pgd(
     stop_after_flip: int | None = None,
     omega: float = 0.0,
     record_boundary: bool = False,
+    precise_start: bool | None = None,
 ) -> PGDTrace:
     """The shared loop; see ``linf_pgd`` for the arguments.
 
     ``record_boundary`` also keeps BAT's boundary pair for every sample
     (the last correctly classified iterate and the first misclassified one),
     whether or not samples stop early.
+
+    ``precise_start`` (default None = when the start is "gaussian" and autocast
+    is on): compute p(x) and the first step's forward and backward in fp32. The
+    start x + xi * N(0, I) with xi = 0.001 is below bf16's resolution (~0.004 near
+    1), so under bf16 the first KL gradient is rounding noise instead of the
+    curvature direction it is in fp32; on digits this weakened the TRADES attack
+    by 2.6 points of robust error (docs/PERFORMANCE.md, benchmarks/bf16_attack.py).
+
+    Host syncs: none without early stop (per-sample records are kept with
+    ``torch.where`` and index copies); with ``stop_after_flip`` exactly one per
+    attack step (the ``nonzero`` that shrinks the active set), taken after the
+    step's backward pass has been queued.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -132,77 +183,86 @@ def run_pgd(
     long = dict(dtype=torch.long, device=x.device)
     steps_to_flip = torch.full((b,), -1, **long)
     correct_steps = torch.zeros(b, **long)
-    adv_pred = torch.empty(b, **long)
-    x_out = torch.empty_like(x)
+    adv_pred = torch.zeros(b, **long)
+    x_out = torch.zeros_like(x)
     x_clean = x.clone() if record_boundary else None
     x_first = x.clone() if record_boundary else None
+
+    if precise_start is None:
+        precise_start = start == "gaussian" and torch.is_autocast_enabled(x.device.type)
+
+    def precision(k: int) -> AbstractContextManager:
+        on = precise_start and k == 0
+        return torch.autocast(x.device.type, enabled=False) if on else nullcontext()
 
     with eval_mode(net):
         p0 = None
         if objective == "kl":
-            with torch.no_grad():
+            with torch.no_grad(), precision(0):
                 p0 = F.softmax(net(x), dim=1)
-        # Active set: everything below is indexed by position in `idx`.
-        idx = torch.arange(b, device=x.device)
-        nat, y_a, lo_a, hi_a, step_a, p0_a = x, y, lo, hi, step_b, p0
+        # Active set: None = every sample; else the batch positions of the active rows,
+        # and every *_a tensor below holds only those rows.
+        idx: Tensor | None = None
+        active = b > 0
+        y_a, lo_a, hi_a, step_a, p0_a = y, lo, hi, step_b, p0
         budget = None if stop_after_flip is None else torch.full((b,), stop_after_flip, **long)
         prev = x
         for k in range(steps):
             cur = cur.detach().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), precision(k):
                 logits = net(cur)
                 pred = logits.detach().argmax(1)
                 wrong = pred != y_a
-                correct_steps[idx] += (~wrong).long()
-                first = wrong & (steps_to_flip[idx] == -1)
-                steps_to_flip[idx[first]] = k
+                _put(correct_steps, idx, _take(correct_steps, idx) + (~wrong).long())
+                stf_a = _take(steps_to_flip, idx)
+                first = wrong & (stf_a == -1)
+                _put(steps_to_flip, idx, torch.where(first, k, stf_a))
                 if record_boundary and k > 0:
-                    x_clean[idx[first]] = prev[first]
-                    x_first[idx[first]] = cur.detach()[first]
+                    f = _rows(first, cur)
+                    _put(x_clean, idx, torch.where(f, prev, _take(x_clean, idx)))
+                    _put(x_first, idx, torch.where(f, cur.detach(), _take(x_first, idx)))
                 keep = None
                 if budget is not None:
                     stop = wrong & (budget == 0)
                     budget = budget - (wrong & ~stop).long()
-                    if bool(stop.any()):
-                        keep = ~stop
-                        x_out[idx[stop]] = cur.detach()[stop]
-                        adv_pred[idx[stop]] = pred[stop]
-                        logits = logits[keep]
-                if keep is not None and logits.shape[0] == 0:
-                    idx = idx[keep]
-                    break
-                if objective == "ce":
-                    loss = F.cross_entropy(logits, y_a if keep is None else y_a[keep], reduction="sum")
-                else:
-                    target = p0_a if keep is None else p0_a[keep]
-                    loss = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
+                    _put(x_out, idx, torch.where(_rows(stop, cur), cur.detach(), _take(x_out, idx)))
+                    _put(adv_pred, idx, torch.where(stop, pred, _take(adv_pred, idx)))
+                    keep = ~stop
+                weight = None if keep is None else keep.to(logits.dtype)
+                loss = _attack_loss(logits, y_a, p0_a, weight)
                 grad = torch.autograd.grad(loss, cur)[0]
             cur = cur.detach()
             if keep is not None:
-                idx, nat, y_a, lo_a, hi_a, step_a = (
-                    t[keep] for t in (idx, nat, y_a, lo_a, hi_a, step_a)
-                )
-                budget = budget[keep]
-                p0_a = None if p0_a is None else p0_a[keep]
-                cur, grad = cur[keep], grad[keep]
+                pos = keep.nonzero().squeeze(1)  # the one host sync of an early-stopping step
+                if pos.numel() == 0:
+                    active = False
+                    break
+                if pos.numel() < keep.numel():
+                    idx = pos if idx is None else idx.index_select(0, pos)
+                    y_a, lo_a, hi_a, step_a, budget, cur, grad = (
+                        t.index_select(0, pos) for t in (y_a, lo_a, hi_a, step_a, budget, cur, grad)
+                    )
+                    p0_a = None if p0_a is None else p0_a.index_select(0, pos)
             prev = cur
             cur = cur + step_a * grad.sign()
             if omega > 0:
                 cur = cur + omega * torch.randn_like(cur)
             cur = torch.maximum(torch.minimum(cur, hi_a), lo_a)
 
-        if idx.numel() > 0:
+        if active:
             # Survivors ran every step: one forward (no backward) for their prediction.
             with torch.no_grad():
                 pred = net(cur).argmax(1)
             wrong = pred != y_a
-            never = steps_to_flip[idx] == -1
-            steps_to_flip[idx[wrong & never]] = steps
-            x_out[idx] = cur
-            adv_pred[idx] = pred
+            stf_a = _take(steps_to_flip, idx)
+            never = stf_a == -1
+            _put(steps_to_flip, idx, torch.where(wrong & never, steps, stf_a))
+            _put(x_out, idx, cur)
+            _put(adv_pred, idx, pred)
             if record_boundary:
-                x_clean[idx[never]] = prev[never]
-                x_first[idx[never]] = cur[never]
+                n = _rows(never, cur)
+                _put(x_clean, idx, torch.where(n, prev, _take(x_clean, idx)))
+                _put(x_first, idx, torch.where(n, cur, _take(x_first, idx)))
 
     return PGDTrace(
         x_adv=x_out,

@@ -44,16 +44,25 @@ def mix_seed(*parts: int) -> int:
     return h & _MASK
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
+def crop_flip_offsets(b: int, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """The random numbers of one batch's crop + flip, drawn on the CPU: long [3, b] = (dy, dx, flip)."""
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    flip = (torch.rand(b, generator=gen) < 0.5).long()
+    return torch.stack([dy, dx, flip])
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator | torch.Tensor, pad: int = PAD) -> torch.Tensor:
     """Random crop of the zero-padded batch (shift -pad..pad per sample) plus horizontal flip, one gather.
 
-    `gen` is a CPU generator; the few random numbers per sample are drawn on CPU
-    and moved to x's device, so results do not depend on the device.
+    `gen` is a CPU generator (the few random numbers per sample are drawn on CPU
+    and moved to x's device, so results do not depend on the device), or the
+    offsets `crop_flip_offsets` drew, already on x's device.
     """
     b, c, h, w = x.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    offsets = gen if isinstance(gen, torch.Tensor) else crop_flip_offsets(b, gen, pad)
+    dy, dx, flip = offsets.to(x.device).unbind(0)
+    flip = flip.bool()
     padded = F.pad(x, (pad, pad, pad, pad))
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
@@ -127,12 +136,31 @@ class Batches:
             order = order[self.rank :: self.world_size]
         return order
 
+    def epoch_plan(self) -> torch.Tensor:
+        """This epoch's sample order and, with `augment`, every batch's crop/flip offsets,
+        drawn on the CPU with the per-batch seeds: long [N] or [4, N] (order, dy, dx, flip)."""
+        order = self.indices()
+        if not self.augment:
+            return order
+        offsets = [crop_flip_offsets(len(order[i * self.batch_size : (i + 1) * self.batch_size]),
+                                     torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, i, 1)))
+                   for i in range(len(self))]
+        offsets = torch.cat(offsets, dim=1) if offsets else torch.zeros(3, 0, dtype=torch.long)
+        return torch.cat([order[None, : offsets.shape[1]], offsets])
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.indices().to(self.device)
+        # The whole epoch's plan goes to the device in one copy, from pinned memory and
+        # non-blocking on CUDA; per batch everything is slicing and gathers on the device.
+        plan = self.epoch_plan()
+        if self.device.type == "cuda":
+            plan = plan.pin_memory().to(self.device, non_blocking=True)
+        else:
+            plan = plan.to(self.device)
+        order = plan[0] if self.augment else plan
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            cut = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[cut]
             x = as_float(self.images[idx])
             if self.augment:
-                gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, i, 1))
-                x = crop_flip(x, gen)
+                x = crop_flip(x, plan[1:, cut])
             yield x, self.labels[idx]

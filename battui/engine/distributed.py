@@ -3,6 +3,14 @@
     torchrun --nproc_per_node=4 -m battui train --headless --preset cifar10-resnet18
     OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m battui train --headless \\
         --preset synthetic-tiny --device cpu                       # gloo on CPU
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv-backend=c10d \\
+        --rdzv-endpoint=HOST0:29500 --rdzv-id=bat1 -m battui train --headless --preset ...
+                                            # each node; node_rank 1 on the second
+
+`train.batch_size` is the global batch: each of N ranks trains on batch_size / N
+samples per step (exit 2 unless N divides it), so the paper's 128 at lr 0.1 means
+the same on 1 or 8 GPUs. Evaluation and the methods' validation (FRL, CFA, WAT)
+are sharded over the ranks and their sums all-reduced.
 
 `torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
 `init_from_env` joins the process group (nccl on CUDA, gloo on CPU) and pins
@@ -42,6 +50,19 @@ class DistInfo:
 
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """Each rank's share of `train.batch_size`, which is the global batch (so a preset trains
+    with the same batch and learning rate on 1 or N GPUs); `UserError` unless it divides evenly."""
+    from battui.errors import UserError
+
+    if global_batch < 1:
+        raise UserError("train.epochs and train.batch_size must be at least 1")
+    if global_batch % world_size:
+        raise UserError(f"train.batch_size {global_batch} is the global batch and must divide evenly over "
+                        f"{world_size} ranks (e.g. {max(world_size, global_batch // world_size * world_size)})")
+    return global_batch // world_size
 
 
 def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
@@ -87,9 +108,19 @@ def agree_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list
     """Logical OR of per-rank flags, so every rank stops (or saves) at the same batch."""
     if not info.enabled:
         return flags
-    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    # filled on the device from host scalars: no host-to-device copy to wait for
+    t = torch.stack([torch.full((), int(f), dtype=torch.int32, device=device) for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
+
+
+def any_nonfinite(value: torch.Tensor, info: DistInfo) -> bool:
+    """Whether `value` (a device scalar) is NaN or infinite on any rank: one all-reduce on the
+    device and one read, the only host sync of a training step outside the attack."""
+    bad = (~torch.isfinite(value.detach())).to(torch.int32).reshape(1)
+    if info.enabled:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad)
 
 
 class LossModule(nn.Module):

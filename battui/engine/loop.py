@@ -8,7 +8,10 @@ Per batch, in this order:
    rank waits in an all-reduce another skipped) fails the run without stepping;
    `last.pt` keeps the last good weights;
 4. backward and optimiser step; the training attack's outcome goes into the
-   epoch's `ClassCounter` (step histograms, target confusion);
+   epoch's `ClassCounter` (step histograms, target confusion) and the loss terms
+   into the window's sums, both on the device: a step waits for the device once
+   (the loss value of step 3; under DDP once more for the flags of step 6), and the
+   sums are fetched only when an event is written;
 5. `batch` events every `train.log_every` batches, partial `train_attack`
    events every `train.attack_stats_every` batches;
 6. the stop / save_now flags (agreed across ranks) are read after the step:
@@ -17,13 +20,12 @@ Per batch, in this order:
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING
 
 import torch
 
-from battui.engine.distributed import agree_flags
+from battui.engine.distributed import agree_flags, any_nonfinite
 from battui.engine.events import BatchEvent, Paused, Resumed, TrainAttack
 from battui.engine.metrics import ClassCounter
 
@@ -45,6 +47,26 @@ def attack_event(trainer: Trainer, epoch: int, done: int, partial: bool) -> Trai
     stats = summed_counter(trainer.attack_counter, trainer).errors()
     return TrainAttack(epoch=epoch, batch=done, batches=len(trainer.train_batches), partial=partial,
                        step_hist=stats["step_hist"], target_confusion=stats["adv_confusion"])
+
+
+def parts_sum(total: tuple | None, parts) -> tuple:
+    """Add one step's loss terms to the window's sums: (names, device tensor) for the
+    methods' `LossParts` (no host sync), (names, list of floats) for a plain dict."""
+    names = tuple(parts)
+    values = getattr(parts, "tensor", None)
+    if isinstance(values, torch.Tensor):
+        return (names, values if total is None else total[1] + values)
+    floats = [float(parts[k]) for k in names]
+    return (names, floats if total is None else [a + b for a, b in zip(total[1], floats, strict=True)])
+
+
+def parts_mean(total: tuple | None, n: int) -> dict[str, float]:
+    """The window's mean loss terms as plain floats (one device read)."""
+    if total is None:
+        return {}
+    names, values = total
+    values = values.tolist() if isinstance(values, torch.Tensor) else values
+    return {k: v / n for k, v in zip(names, values, strict=True)}
 
 
 def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> bool:
@@ -77,7 +99,7 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
     trainer.step_module.train()
     log_every = max(1, cfg.train.log_every)
     stats_every = max(1, cfg.train.attack_stats_every)
-    window_loss, window_parts, window_n, window_images = 0.0, {}, 0, 0
+    window_loss, window_parts, window_n, window_images = 0.0, None, 0, 0
     window_start = time.perf_counter()
     for i, (x, y) in enumerate(batches):
         if i < start_batch:
@@ -87,9 +109,9 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
         x = speed.prepare_input(x)
         with speed.autocast():
             loss, steps_to_flip, adv_pred, parts = trainer.step_module(x, y)
-        loss_value = float(loss.detach().float())
-        if agree_flags([not math.isfinite(loss_value)], trainer.dist, trainer.device)[0]:
-            return trainer.fail(f"non-finite loss ({loss_value}) at epoch {epoch + 1} batch {i + 1} "
+        loss_value = loss.detach().float()
+        if any_nonfinite(loss_value, trainer.dist):
+            return trainer.fail(f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} batch {i + 1} "
                                 f"(step {trainer.step + 1}); try a smaller train.lr", epoch)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -101,18 +123,17 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
         window_loss += loss_value
         window_n += 1
         window_images += len(y) * trainer.dist.world_size
-        for k, v in parts.items():
-            window_parts[k] = window_parts.get(k, 0.0) + float(v)
+        window_parts = parts_sum(window_parts, parts)
         if done % log_every == 0 or done == n_batches:
             elapsed = time.perf_counter() - window_start
             trainer.emit(BatchEvent(
                 epoch=epoch, batch=done, batches=n_batches, step=trainer.step,
-                loss=window_loss / window_n, parts={k: v / window_n for k, v in window_parts.items()},
+                loss=float(window_loss) / window_n, parts=parts_mean(window_parts, window_n),
                 lr=trainer.optimizer.param_groups[0]["lr"],
                 images_per_s=window_images / elapsed if elapsed > 0 else 0.0,
                 elapsed=time.time() - trainer.started,
             ))
-            window_loss, window_parts, window_n, window_images = 0.0, {}, 0, 0
+            window_loss, window_parts, window_n, window_images = 0.0, None, 0, 0
             window_start = time.perf_counter()
         if done % stats_every == 0 and done < n_batches:
             trainer.emit(attack_event(trainer, epoch, done, partial=True))

@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from battui.attacks.losses import one_hot
+
 
 class ClassCounter:
     """Accumulates per-class outcomes of an attack over batches, vectorised."""
@@ -52,15 +54,18 @@ class ClassCounter:
         y = y.to(dev).long()
         adv_pred = adv_pred.to(dev).long()
         steps = steps_to_flip.to(dev).long()
-        self.counts += torch.bincount(y, minlength=k)
-        self.adv_confusion += torch.bincount(y * k + adv_pred, minlength=k * k).view(k, k)
+        # one-hot sums: no host sync (bincount and mask indexing wait for the device on CUDA)
+        y_hot = one_hot(y, k)
+        self.counts += y_hot.sum(dim=0)
+        self.adv_confusion += (y_hot.unsqueeze(2) & one_hot(adv_pred, k).unsqueeze(1)).sum(dim=0)
         never = self.attack_steps + 1
-        bins = torch.where(steps < 0, torch.full_like(steps, never), steps.clamp(max=self.attack_steps))
-        self.step_hist += torch.bincount(y * (never + 1) + bins, minlength=k * (never + 1)).view(k, never + 1)
+        bins = torch.where(steps < 0, never, steps.clamp(max=self.attack_steps))
+        self.step_hist += (y_hot.unsqueeze(2) & one_hot(bins, never + 1).unsqueeze(1)).sum(dim=0)
         if clean_pred is not None:
-            clean_ok = clean_pred.to(dev).long() == y
-            self.clean_wrong += torch.bincount(y[~clean_ok], minlength=k)
-            self.boundary_wrong += torch.bincount(y[clean_ok & (adv_pred != y)], minlength=k)
+            clean_ok = (clean_pred.to(dev).long() == y).unsqueeze(1)
+            adv_wrong = (adv_pred != y).unsqueeze(1)
+            self.clean_wrong += (y_hot & ~clean_ok).sum(dim=0)
+            self.boundary_wrong += (y_hot & clean_ok & adv_wrong).sum(dim=0)
 
     def all_reduce(self) -> None:
         """Sum the counts over DDP ranks (no-op when not distributed)."""

@@ -91,6 +91,7 @@ class Trainer:
         from battui.models import build_model
 
         cfg = self.cfg
+        per_rank_batch = distributed.per_rank_batch(cfg.train.batch_size, distributed.env_world_size())
         device, self.device_note = resolve_device(cfg.run.device)
         self.dist, self.device = distributed.init_from_env(device)
         self.speed = SpeedSettings.resolve(cfg.train, self.device)
@@ -111,11 +112,12 @@ class Trainer:
             raise UserError("the training split is empty; check data.classes and data.val_per_class")
         rank, world = self.dist.rank, self.dist.world_size
         common = dict(device=self.device, seed=seed, rank=rank, world_size=world)
-        self.train_batches = Batches(splits.train, cfg.train.batch_size, shuffle=True, augment=cfg.data.augment,
+        # train.batch_size is the global batch (the paper's 128 on 1 or 8 GPUs), split over the ranks
+        self.train_batches = Batches(splits.train, per_rank_batch, shuffle=True, augment=cfg.data.augment,
                                      pad_shards=True, **common)
         val = splits.val if len(splits.val) else splits.test
         self.val_name = "val" if len(splits.val) else "test"
-        self.val_full = Batches(val, cfg.eval.batch_size, device=self.device)  # method.end_epoch, every rank
+        self.val_full = Batches(val, cfg.eval.batch_size, **common)  # method.end_epoch: sharded, sums all-reduced
         if cfg.eval.val_subset and len(val) > cfg.eval.val_subset:
             pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
             val = val.subset(torch.sort(pick)[0])
@@ -222,7 +224,7 @@ class Trainer:
         }
 
     def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
 
     def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
         """Save last.pt (all ranks call this; rank 0 writes). False when the weights went non-finite."""

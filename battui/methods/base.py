@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,11 +29,12 @@ class AttackRecord:
 class MethodOutput:
     """One step's loss (scalar with grad), its named terms and the attack record.
 
-    ``parts`` are plain floats that add up to ``loss`` (for the loss plot).
+    ``parts`` map names to plain floats that add up to ``loss`` (for the loss
+    plot); the values stay on the device until first read (``LossParts``).
     """
 
     loss: Tensor
-    parts: dict[str, float]
+    parts: Mapping[str, float]
     attack: AttackRecord
 
 
@@ -42,10 +43,39 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def float_parts(**terms: Tensor) -> dict[str, float]:
-    """Detached scalar terms as plain floats, with one device sync."""
-    values = torch.stack([t.detach() for t in terms.values()]).tolist()
-    return dict(zip(terms, values, strict=True))
+class LossParts(Mapping):
+    """Named scalar loss terms, kept as one detached device tensor.
+
+    Reading a value fetches all of them with one device sync (the first time);
+    the engine sums ``tensor`` over a logging window on the device instead,
+    so a training step does not wait for them.
+    """
+
+    def __init__(self, names: tuple[str, ...], values: Tensor) -> None:
+        self.names, self.tensor = names, values
+        self._floats: dict[str, float] | None = None
+
+    def _fetch(self) -> dict[str, float]:
+        if self._floats is None:
+            self._floats = dict(zip(self.names, self.tensor.tolist(), strict=True))
+        return self._floats
+
+    def __getitem__(self, key: str) -> float:
+        return self._fetch()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return f"LossParts({dict(self)})"
+
+
+def float_parts(**terms: Tensor) -> LossParts:
+    """Detached scalar terms; plain floats when read (no device sync until then)."""
+    return LossParts(tuple(terms), torch.stack([t.detach() for t in terms.values()]))
 
 
 class Method(abc.ABC):
@@ -67,6 +97,19 @@ class Method(abc.ABC):
         self.eps = float(eps)
         self.step_size = float(step_size)
         self.steps = int(steps)
+        self._device_cache: dict[str, tuple[tuple, Tensor]] = {}
+
+    def on_device(self, key: str, sources: tuple[Tensor, ...], like: Tensor, build: Callable[[], Tensor]) -> Tensor:
+        """``build()`` moved to ``like``'s device and dtype, cached until one of ``sources``
+        (the host-side state it derives from) is replaced or modified in place, so
+        per-class state is copied to the device once per change, not every step."""
+        stamp = (like.device, like.dtype, *((id(s), s._version) for s in sources))
+        hit = self._device_cache.get(key)
+        if hit is not None and hit[0][0] == stamp:
+            return hit[1]
+        value = build().to(device=like.device, dtype=like.dtype)
+        self._device_cache[key] = ((stamp, sources), value)  # holding `sources` keeps their ids unique
+        return value
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

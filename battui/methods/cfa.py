@@ -148,10 +148,10 @@ class CFA(Method):
             self.class_beta = torch.full((self.num_classes,), self.beta, dtype=torch.float64)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        eps_c = self.class_eps.to(device=x.device, dtype=x.dtype)
+        eps_c = self.on_device("eps", (self.class_eps,), x, lambda: self.class_eps)
         res, logits_adv, ce, kl = trades_terms(model, x, y, eps=eps_c[y], step_size=self.step_size,
                                                steps=self.steps, xi=self.xi)
-        beta_y = self.class_beta.to(device=x.device, dtype=ce.dtype)[y]
+        beta_y = self.on_device("beta", (self.class_beta,), ce, lambda: self.class_beta)[y]
         ce_term = (ce / (1 + beta_y)).mean()
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)
@@ -188,9 +188,11 @@ class CFA(Method):
             h = class_sums(y, res.adv_pred == y, k, dtype)
             s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
-        if hits is None:
+        if hits is None:  # this rank's shard is empty; the others' still count
+            hits = seen = torch.zeros(k, dtype=torch.float64)
+        hits, seen = sum_across_ranks(hits), sum_across_ranks(seen)  # shards -> the whole split
+        if float(seen.sum()) == 0:
             raise ValueError("cfa: end_epoch needs a non-empty validation split")
-        hits, seen = hits.cpu().double(), seen.cpu().double()
         present = seen > 0
         acc = hits[present] / seen[present]
         worst = float(acc.min())

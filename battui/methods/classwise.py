@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import AttackResult, kl_logits, linf_pgd
+from battui.attacks.losses import one_hot
 from battui.methods.base import unwrap
 
 
@@ -33,7 +34,7 @@ def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor,
 def class_sums(y: Tensor, values: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
     """Per-class sums of ``values`` ([B] or [B, D]) -> [K] or [K, D], as a one-hot
     matmul (deterministic on every device, no host sync)."""
-    onehot = F.one_hot(y, num_classes).to(dtype)
+    onehot = one_hot(y, num_classes).to(dtype)
     return onehot.t() @ values.to(dtype)
 
 

@@ -112,11 +112,12 @@ class DAFA(Method):
         self.epoch = epoch
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        eps_c = self.class_eps.to(device=x.device, dtype=x.dtype)
-        step_c = self.class_step.to(device=x.device, dtype=x.dtype)
+        src = (self.weights,)
+        eps_c = self.on_device("eps", src, x, lambda: self.class_eps)
+        step_c = self.on_device("step", src, x, lambda: self.class_step)
         res, logits_adv, ce, kl = trades_terms(model, x, y, eps=eps_c[y], step_size=step_c[y],
                                                steps=self.steps, xi=self.xi)
-        w = self.weights.to(device=x.device, dtype=ce.dtype)[y]
+        w = self.on_device("w", src, ce, lambda: self.weights)[y]
         ce_term = (w * ce).mean()
         kl_term = self.beta * kl.mean()
         if not self.applied:

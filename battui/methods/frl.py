@@ -55,8 +55,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import eval_mode, kl_logits, linf_pgd, per_class_mean
+from battui.attacks import eval_mode, kl_logits, linf_pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks
 
 
 def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
@@ -123,27 +124,31 @@ class FRL(Method):
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         net = unwrap(model)
         k = self.num_classes
-        ys, clean_ok, adv_ok = [], [], []
+        sums = None  # [3, K]: per class samples, clean wrong, boundary wrong
         for x, y in val_batches:
             with eval_mode(net), torch.no_grad():
-                clean_ok.append(net(x).argmax(1) == y)
+                ok = net(x).argmax(1) == y
             res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
                            objective="ce", start="uniform")
-            adv_ok.append(res.adv_pred == y)
-            ys.append(y)
-        if not ys:
+            aok = res.adv_pred == y
+            dtype = accumulator_dtype(y.device)
+            part = torch.stack([class_sums(y, v, k, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
+            sums = part if sums is None else sums + part
+        # this rank's shard -> the whole split under DDP (a rank may hold no batch at all)
+        sums = sum_across_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums)
+        if float(sums[0].sum()) == 0:
             raise ValueError("frl: end_epoch needs a non-empty validation split")
-        y = torch.cat(ys)
-        ok, aok = torch.cat(clean_ok), torch.cat(adv_ok)
-        e0 = per_class_mean((~ok).double(), y, k)
-        e1 = per_class_mean((ok & ~aok).double(), y, k)
-        return self.update(e0, e1)
+        seen = sums[0].clamp(min=1)
+        info = self.update(sums[1] / seen, sums[2] / seen)
+        return {**info, "val_samples": float(sums[0].sum())}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        eps_c = self.eps_per_class.to(device=x.device, dtype=x.dtype)
-        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=float(eps_c.max()) / 4,
+        lams = (self.lambda0, self.lambda1, self.lambda2)
+        eps_c = self.on_device("eps", lams, x, lambda: self.eps_per_class)
+        step = self.on_device("step", lams, x, lambda: self.eps_per_class.max() / 4)
+        w0, w1 = (self.on_device(f"w{i}", lams, x, lambda i=i: self.weights[i])[y] for i in (0, 1))
+        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=step,
                        steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
-        w0, w1 = (w.to(device=x.device, dtype=x.dtype)[y] for w in self.weights)
         model.train()
         logits = model(x)
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from battui.attacks import eval_mode, kl_logits, linf_pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, trades_terms
+from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
 
 
 def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
@@ -101,9 +101,11 @@ class WAT(Method):
             parts = (class_sums(y, cost, k, dtype), class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype),
                      class_sums(y, logits_adv.argmax(1) == y, k, dtype))
             sums, seen, hits = parts if sums is None else (sums + parts[0], seen + parts[1], hits + parts[2])
-        if sums is None:
+        if sums is None:  # this rank's shard is empty; the others' still count
+            sums = seen = hits = torch.zeros(k, dtype=torch.float64)
+        sums, seen, hits = (sum_across_ranks(t) for t in (sums, seen, hits))  # shards -> the whole split
+        if float(seen.sum()) == 0:
             raise ValueError("wat: end_epoch needs a non-empty validation split")
-        sums, seen, hits = sums.cpu().double(), seen.cpu().double(), hits.cpu().double()
         # a class absent from the split costs its mean-so-far (0 on the first round): no pull either way
         class_cost = torch.where(seen > 0, sums / seen.clamp(min=1),
                                  self.cum_cost[:-1] / max(self.rounds, 1))
@@ -115,7 +117,7 @@ class WAT(Method):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         res, _, ce, kl = trades_terms(model, x, y, eps=self.eps, step_size=self.step_size,
                                       steps=self.steps, xi=self.xi)
-        w = self.weights.to(device=x.device, dtype=ce.dtype)
+        w = self.on_device("w", (self.cum_cost,), ce, lambda: self.weights)
         per_sample = ce + self.beta * kl
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
