@@ -83,8 +83,12 @@ class Trainer:
         """Build everything and create the run directory; `UserError` on bad input."""
         from battui.data import Batches, build_datasets
         from battui.models import build_model
+        from battui.validate import validate_config
 
         cfg = self.cfg
+        validate_config(cfg)
+        if self.resume_dir is None and self.run_dir == Path():
+            runs.check_run_root(cfg.run.root)
         device, self.device_note = resolve_device(cfg.run.device)
         self.dist, self.device = distributed.init_from_env(device)
         self.speed = SpeedSettings.resolve(cfg.train, self.device)
@@ -139,7 +143,7 @@ class Trainer:
             name = runs.new_run_dir(cfg) if self.dist.is_main and self.run_dir == Path() else self.run_dir
             self.run_dir = Path(distributed.broadcast_object(str(name), self.dist))
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            runs.make_run_dir(self.run_dir)
             runs.write_run_config(self.run_dir, cfg)
             runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
                            or self.resume_dir is not None)
