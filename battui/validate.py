@@ -217,7 +217,8 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 
 def describe_changes(changes: list[tuple[str, Any, Any]]) -> str:
-    return ", ".join(f"{key} {_fmt(old)} -> {_fmt(new)}" for key, old, new in changes)
+    show = lambda v: str(v) if isinstance(v, str) else _fmt(v)  # noqa: E731
+    return ", ".join(f"{key} {show(old)} -> {show(new)}" for key, old, new in changes)
 
 
 def protected(changes: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,12 @@ def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu", *
     if is_zip and (problem := _zip_problem(path)):
         raise UserError(f"{path} is {problem}; {PICK}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols: the answer below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text or "not an allowed global" in text:
             raise UserError(f"{path} {_refusal(exc)}") from None
         reason = "its pickle data is corrupt"
     except (EOFError, MemoryError, OverflowError) as exc:

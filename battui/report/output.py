@@ -72,10 +72,11 @@ def check_output(output: str | None, fmt: str, *, force: bool = False,
 
     for item in inputs:
         try:
-            if path.samefile(checkpoint_file(item)):
-                raise UserError(f"-o {output} is a checkpoint being read; write the report to another file")
-        except (OSError, UserError):
+            same = path.samefile(checkpoint_file(item))
+        except (OSError, UserError):  # a missing input is reported when it is read
             continue
+        if same:
+            raise UserError(f"-o {output} is a checkpoint being read; write the report to another file")
     if not path.is_file():
         raise UserError(f"-o {output} exists and is not a regular file; choose another file name")
     if not force and not is_battui_report(path):
