@@ -175,7 +175,7 @@ def validate_config(cfg) -> None:
 
 def check_attack_options(*, attack: str | None = None, eps: float | None = None, step_size: float | None = None,
                          steps: int | None = None, restarts: int | None = None, limit: int | None = None,
-                         prefix: str = "--") -> None:
+                         seed: int | None = None, prefix: str = "--") -> None:
     """The evaluation attack settings (`--eps`, ... or `eval.eps`, ...); None = not given."""
     name = (lambda key: f"{prefix}{key.replace('_', '-')}") if prefix == "--" else (lambda key: f"{prefix}{key}")
     if attack is not None and str(attack).strip().lower() not in ("pgd", "autoattack"):
@@ -190,6 +190,8 @@ def check_attack_options(*, attack: str | None = None, eps: float | None = None,
         check_number(name("restarts"), restarts, 1, MAX_RESTARTS)
     if limit is not None:
         check_number(name("limit"), limit, 0, None, hint=" (0 = every test image)")
+    if seed is not None:
+        check_number(name("seed"), seed, 0, 2**63 - 1)
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

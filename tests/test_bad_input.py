@@ -114,6 +114,7 @@ def test_table_checks_every_option_before_the_first_run_trains(tmp_path):
         (["--methods", "pgd-at", "--restarts", "0"], "--restarts"),
         (["--methods", "pgd-at", "--eps", "-1"], "--eps must be between 0 and 1"),
         (["--methods", "pgd-at", "--seeds", "0"], "--seeds must be >= 1"),
+        (["--methods", "pgd-at", "--seed", "99999999999999999999999"], "--seed must be between 0 and"),
         (["--methods", "pgd-at", "--set", "eval.batch_size=0"], "eval.batch_size"),
         (["--methods", "pgd-at", "--set", "eval.steps=0"], "eval.steps"),
         (["--methods", "pgd-at", "--device", "gpu"], "unknown device"),

@@ -186,6 +186,7 @@ def test_report_outputs_never_destroy_files(ckpt, tmp_path):
         (["compare", ckpt, last, *quick, "-o", tmp_path / "reports"], "is a folder"),
         (["eval", ckpt, "--steps", "1000000000"], "--steps must be between 1 and 1000"),
         (["eval", ckpt, "--restarts", "1000000"], "--restarts must be between 1 and 100"),
+        (["eval", ckpt, "--seed", "-1"], "--seed must be between 0 and"),
     ]
     results = run_many([argv for argv, _ in cases], cwd=tmp_path, tmp=tmp_path)
     for (argv, needle), res in zip(cases, results):

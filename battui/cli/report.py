@@ -72,12 +72,13 @@ _NO_CACHE = typer.Option(False, "--no-cache", help="Re-evaluate even when a cach
 _FORCE = typer.Option(False, "--force", help="Let -o overwrite an existing file that is not a battui report.")
 
 
-def _checked(fmt, output, force, inputs, attack, eps, step_size, steps, restarts, limit):
+def _checked(fmt, output, force, inputs, attack, eps, step_size, steps, restarts, limit, seed):
     """Every report option, checked before any work: (format, -o target)."""
     from battui.validate import check_attack_options
 
     kind = resolve_format(fmt, output)
-    check_attack_options(attack=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts, limit=limit)
+    check_attack_options(attack=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts, limit=limit,
+                         seed=seed)
     return kind, check_output(output, kind, force=force, inputs=inputs)
 
 
@@ -106,7 +107,7 @@ def eval_command(
     """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
     from battui.report.layouts import eval_sections
 
-    kind, target = _checked(fmt, output, force, [checkpoint], attack, eps, step_size, steps, restarts, limit)
+    kind, target = _checked(fmt, output, force, [checkpoint], attack, eps, step_size, steps, restarts, limit, seed)
     record = _evaluate(checkpoint, _spec_overrides(attack, eps, step_size, steps, restarts, seed), device, limit,
                        not no_cache)
     _emit(eval_sections(record), record, kind, target)
@@ -139,7 +140,7 @@ def compare_command(
 
     if len(checkpoints) < 2:
         raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
-    kind, target = _checked(fmt, output, force, checkpoints, attack, eps, step_size, steps, restarts, limit)
+    kind, target = _checked(fmt, output, force, checkpoints, attack, eps, step_size, steps, restarts, limit, seed)
     check_same_dataset([checkpoint_identity(path) for path in checkpoints])
     # One attack for all: unset values come from the first checkpoint's eval settings.
     first_cfg = config_from_dict(load_checkpoint(checkpoints[0])["config"])
@@ -184,7 +185,7 @@ def table_command(
     from battui.report.runs import TablePlan, ablation_rows, check_plan, parse_methods, run_table
 
     # Every option is checked before the first run trains (a real preset trains for hours).
-    kind, target = _checked(fmt, output, force, [], attack, eps, step_size, steps, restarts, limit)
+    kind, target = _checked(fmt, output, force, [], attack, eps, step_size, steps, restarts, limit, seed)
     dev, _ = resolve_device(device)
     rows = ablation_rows(ablation) if ablation else parse_methods(methods)
     sets = [*overrides, f"run.device={device}"]
