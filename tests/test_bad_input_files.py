@@ -195,10 +195,13 @@ def test_report_outputs_never_destroy_files(ckpt, tmp_path):
     assert not list((tmp_path / "reports").iterdir())
 
     # Written: a new file, the same file again (battui's own report), and notes.md only with --force.
-    out = tmp_path / "reports" / "e.json"
+    out, text = tmp_path / "reports" / "e.json", tmp_path / "reports" / "e.txt"
     ok = run_many([["eval", ckpt, *quick, "-o", out], ["eval", ckpt, *quick, "-o", out],
-                   ["eval", ckpt, *quick, "-f", "markdown", "-o", notes, "--force"]], cwd=tmp_path, tmp=tmp_path)
-    assert [r.code for r in ok] == [0, 0, 0], [r.err for r in ok]
+                   ["eval", ckpt, *quick, "-f", "markdown", "-o", notes, "--force"],
+                   ["compare", ckpt, last, *quick, "-o", text], ["compare", ckpt, last, *quick, "-o", text]],
+                  cwd=tmp_path, tmp=tmp_path)
+    assert [r.code for r in ok] == [0] * 5, [r.err for r in ok]
+    assert "wrote the rich report to" in ok[4].err and "Table 1 — side by side" in text.read_text()
     assert f"wrote the json report to {out}" in ok[0].err
     assert json.loads(out.read_text())["written_by"] == "battui"
     assert notes.read_text().startswith("### Table 1")

@@ -228,7 +228,9 @@ def resolve_format(fmt: str | None, output: str | None) -> str:
         return fmt
     if output:
         suffix = Path(output).suffix.lower()
-        return {".md": "markdown", ".csv": "csv", ".json": "json"}.get(suffix, "markdown")
+        from battui.report.output import SUFFIX_FORMATS
+
+        return SUFFIX_FORMATS.get(suffix, "markdown")
     return "rich"
 
 

@@ -28,9 +28,12 @@ def is_battui_report(path: Path) -> bool:
         if path.stat().st_size > 100_000_000:
             return False
         with open(path, "rb") as fh:
-            head = fh.read(512).decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+            raw = fh.read(512)
+    except OSError:
         return False
+    if b"\x00" in raw:
+        return False
+    head = raw.decode("utf-8", errors="ignore")  # 512 bytes may end inside a character
     first = head.lstrip("\ufeff").split("\n", 1)[0]
     if first.startswith("{"):
         return head.replace(" ", "").replace("\n", "").startswith(f'{{"written_by":"{MARKER}')
