@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from battui.errors import UserError
+from battui.validate import validate_config
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -141,10 +142,16 @@ def list_presets() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict:
+    if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > 10_000_000):
+        raise UserError(f"{path} is not a YAML config file (not a regular file, or over 10 MB)")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise UserError(f"{path} is not a text YAML file (it holds binary data); give a preset name or a .yaml file")
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -294,6 +301,7 @@ def load_config(preset: str = "digits-cnn", overrides: list[str] | tuple[str, ..
     for text in overrides:
         _set_key(cfg, *parse_override(text))
     _validate_method_params(cfg)
+    validate_config(cfg)
     return cfg
 
 
@@ -301,6 +309,7 @@ def config_from_dict(data: dict) -> Config:
     """Rebuild a resolved config (from a run's config.yaml or a checkpoint)."""
     cfg = from_dict(data)
     _validate_method_params(cfg)
+    validate_config(cfg)
     return cfg
 
 
@@ -309,4 +318,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def read_config(path: str | Path) -> Config:
-    return config_from_dict(_read_yaml(Path(path)))
+    """A run's saved config.yaml (an empty file is refused, not read as the defaults)."""
+    data = _read_yaml(Path(path))
+    if not data:
+        raise UserError(f"{path} is empty; the run's settings are lost there (its checkpoints still hold them)")
+    return config_from_dict(data)

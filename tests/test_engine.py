@@ -167,7 +167,8 @@ def test_huge_learning_rate_fails_cleanly(tmp_path):
 
 def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "epoch": 1})
+    config = tiny(tmp_path).to_dict()  # load_checkpoint refuses a battui checkpoint without a usable config
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": config, "epoch": 1})
 
     def torn_save(obj, fh, *a, **kw):
         fh.write(b"PK\x03\x04 half a zip file")
@@ -175,7 +176,7 @@ def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_mod.torch, "save", torn_save)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": config, "epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind

@@ -65,7 +65,8 @@ def test_layout_helpers() -> None:
     md = to_markdown([section])
     assert "| b | **1.00** |" in md and "10.0 (-30.0)" in md
     parsed = list(csv.reader(io.StringIO(to_csv([section]))))
-    assert parsed[0] == ["T: Method", "x", "bar"] and parsed[2][1] == "1.0000"
+    assert parsed[0] == ["T: Method", "x", "bar", "bar delta"] and parsed[2][1] == "1.0000"
+    assert parsed[1][2:] == ["40.0000", ""] and parsed[2][2:] == ["10.0000", "-30.0000"] and parsed[3][2:] == ["", ""]
     ms = mean_std([1.0, 2.0, 3.0])
     assert (ms.mean, ms.std, str(ms)) == (2.0, 1.0, "2.00 ± 1.00")
 

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from battui.cli import sweep as sweep_options
 from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
 from battui.report.formats import emit, resolve_format
+from battui.report.output import check_output
 
 ATTACK_HELP = "pgd (PGD-N, CE, uniform start; the checkpoint's eval settings) or autoattack (standard, torchattacks)."
 FORMAT_HELP = ("rich (terminal tables), markdown, csv, json (every per-class number) or latex (booktabs). "
@@ -71,6 +72,23 @@ _LIMIT = typer.Option(0, "--limit", help="Evaluate at most N test images (0 = al
 _FORMAT = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
 _OUTPUT = typer.Option(None, "--output", "-o", help=OUTPUT_HELP)
 _NO_CACHE = typer.Option(False, "--no-cache", help="Re-evaluate even when a cached result exists.")
+_FORCE = typer.Option(False, "--force", help="Let -o overwrite an existing file that is not a battui report.")
+
+
+def _checked(fmt, output, force, inputs, attack, eps, step_size, steps, restarts, limit, seed):
+    """Every report option, checked before any work: (format, -o target)."""
+    from battui.validate import check_attack_options
+
+    kind = resolve_format(fmt, output)
+    check_attack_options(attack=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts, limit=limit,
+                         seed=seed)
+    return kind, check_output(output, kind, force=force, inputs=inputs)
+
+
+def _emit(sections, data, kind: str, target) -> None:
+    emit(sections, data, fmt=kind, output=target, console=console)
+    if target is not None:
+        err_console.print(f"wrote the {kind} report to {target}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")
@@ -87,14 +105,15 @@ def eval_command(
     fmt: str = _FORMAT,
     output: str = _OUTPUT,
     no_cache: bool = _NO_CACHE,
+    force: bool = _FORCE,
 ) -> None:
     """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
     from battui.report.layouts import eval_sections
 
-    kind = resolve_format(fmt, output)
+    kind, target = _checked(fmt, output, force, [checkpoint], attack, eps, step_size, steps, restarts, limit, seed)
     record = _evaluate(checkpoint, _spec_overrides(attack, eps, step_size, steps, restarts, seed), device, limit,
                        not no_cache)
-    emit(eval_sections(record), record, fmt=kind, output=output, console=console)
+    _emit(eval_sections(record), record, kind, target)
 
 
 @app.command("compare")
@@ -113,6 +132,7 @@ def compare_command(
     fmt: str = _FORMAT,
     output: str = _OUTPUT,
     no_cache: bool = _NO_CACHE,
+    force: bool = _FORCE,
 ) -> None:
     """Evaluate checkpoints with the same attack and seed; print Table 1 side by side and per-class bars."""
     from battui.config import config_from_dict
@@ -123,7 +143,7 @@ def compare_command(
 
     if len(checkpoints) < 2:
         raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
-    kind = resolve_format(fmt, output)
+    kind, target = _checked(fmt, output, force, checkpoints, attack, eps, step_size, steps, restarts, limit, seed)
     check_same_dataset([checkpoint_identity(path) for path in checkpoints])
     # One attack for all: unset values come from the first checkpoint's eval settings.
     first_cfg = config_from_dict(load_checkpoint(checkpoints[0])["config"])
@@ -131,7 +151,7 @@ def compare_command(
     fixed = {k: v for k, v in spec.to_dict().items() if k != "name"} | {"attack": spec.name}
     records = [_evaluate(path, fixed, device, limit, not no_cache) for path in checkpoints]
     check_same_dataset(records)
-    emit(compare_sections(records), {"checkpoints": records}, fmt=kind, output=output, console=console)
+    _emit(compare_sections(records), {"checkpoints": records}, kind, target)
 
 
 def _log(message: str) -> None:
@@ -143,7 +163,8 @@ def table_command(
     preset: str = typer.Option("digits-cnn", "--preset", "-p", help="The preset every run starts from."),
     methods: str = typer.Option(
         "pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat", "--methods",
-        help="Comma-separated rows; parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07).",
+        help="Comma-separated rows of pgd-at, trades, frl, fat, gairat, bat, cfa, dafa or wat; "
+             "parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07).",
     ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
     ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),
@@ -171,30 +192,32 @@ def table_command(
     gpus_per_run: int = sweep_options.GPUS,
     sbatch: list[str] = sweep_options.SBATCH,
     no_wait: bool = sweep_options.NO_WAIT,
+    force: bool = _FORCE,
 ) -> None:
     """Train (or reuse finished runs of) each method for each seed, evaluate on test, print Table 1 or 2.
 
     Runs train as separate jobs (--jobs, --devices, --launcher); running it again shows which runs
     are done, running, failed or missing, resubmits the failed and missing ones and collects the table.
     """
-    from battui.config import load_config
     from battui.engine.device import resolve_device
     from battui.report.layouts import aggregate, describe_attack, table_sections
-    from battui.report.runs import TablePlan, ablation_rows, parse_methods
+    from battui.report.runs import TablePlan, ablation_rows, check_plan, parse_methods
     from battui.report.sweep import run_sweep, sweep_rows
 
-    kind = resolve_format(fmt, output)
+    # Every option is checked before the first run trains (a real preset trains for hours).
+    kind, target = _checked(fmt, output, force, [], attack, eps, step_size, steps, restarts, limit, seed)
     resolve_device(device)
     launch = sweep_options.launch_settings(
         launcher=launcher, jobs=jobs, devices=devices, slurm_config=slurm_config, partition=partition,
         account=account, time_limit=time_limit, gpus=gpus_per_run, sbatch=sbatch, no_wait=no_wait, device=device)
     rows = sweep_rows(ablation_rows(ablation) if ablation else parse_methods(methods), sweeps)
     sets = [*overrides, f"run.device={device}"]
-    base = load_config(preset, sets)  # fails fast on a bad preset or --set
     plan = TablePlan(preset=preset, rows=rows, seeds=seeds, overrides=sets, retrain=retrain)
+    spec = _spec_overrides(attack, eps, step_size, steps, restarts, seed)
+    base = check_plan(plan, spec)
     start = time.perf_counter()
     with sweep_options.table_progress() as progress:
-        results = run_sweep(plan, spec_overrides=_spec_overrides(attack, eps, step_size, steps, restarts, seed),
+        results = run_sweep(plan, spec_overrides=spec,
                             device=device, limit=limit, launch=launch, wait=not no_wait, log=_log,
                             progress=progress)
     if results is None:
@@ -210,11 +233,11 @@ def table_command(
     lead = ["Source-class loss", "Target-class loss", "No."] if ablation else ["Method"]
     sections = table_sections(table_rows, title=title, lead_columns=lead, notes=notes)
     data = _table_json(plan, results, table_rows, seconds)
-    emit(sections, data, fmt=kind, output=output, console=console)
+    _emit(sections, data, kind, target)
 
 
 def _table_json(plan, results: list[dict], table_rows: list[dict], seconds: float) -> dict[str, Any]:
-    as_dict: Callable[[Any], dict] = lambda m: {"mean": m.mean, "std": m.std, "n": m.n}  # noqa: E731
+    as_dict: Callable[[Any], dict | None] = lambda m: m and {"mean": m.mean, "std": m.std, "n": m.n}  # noqa: E731
     rows = []
     for result, row in zip(results, table_rows):
         stats = {k: [as_dict(m) for m in v] if isinstance(v, list) else as_dict(v) for k, v in row["stats"].items()}

@@ -26,6 +26,7 @@ from battui.engine.signals import exit_code, handle_signals
 from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
 from battui.engine.trainer import Trainer
 from battui.errors import UserError
+from battui.methods import METHODS
 
 
 def _overrides(set_: list[str], method: str | None, epochs: int | None, device: str | None,
@@ -97,9 +98,11 @@ def train_command(
                                help="Preset name (see `battui presets`) or a path to a YAML config."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     method: str = typer.Option(None, "--method", "-m",
-                               help="Training method: pgd-at, trades, frl, fat, gairat, bat (= --set method.name=M)."),
-    epochs: int = typer.Option(None, "--epochs", "-e", help="Number of epochs (= --set train.epochs=N)."),
-    device: str = typer.Option(None, "--device", "-d", help=DEVICE_HELP),
+                               help=f"Training method: {', '.join(METHODS)} (= --set method.name=M).",
+                               show_default="the preset's"),
+    epochs: int = typer.Option(None, "--epochs", "-e", help="Number of epochs (= --set train.epochs=N).",
+                               show_default="the preset's"),
+    device: str = typer.Option(None, "--device", "-d", help=DEVICE_HELP, show_default="the preset's run.device, auto"),
     headless: bool = typer.Option(False, "--headless",
                                   help="Plain progress log instead of the dashboard (automatic without a terminal)."),
     resume: Path = typer.Option(None, "--resume", "-r", metavar="RUN_DIR",
@@ -114,6 +117,9 @@ def train_command(
     tensorboard: bool = typer.Option(False, "--tensorboard",
                                      help="Also log to RUN_DIR/tensorboard/ live (= --set run.tensorboard=true; "
                                           "needs pip install 'battui[tensorboard]')."),
+    allow_changes: bool = typer.Option(False, "--allow-changes",
+                                       help="With --resume: allow --set (or config.yaml edits) to change the data, "
+                                            "model, method, training attack or seed of the run."),
 ) -> None:
     """Train a model adversarially and log per-class robustness as it goes.
 
@@ -131,10 +137,13 @@ def train_command(
     if tensorboard:
         overrides.append("run.tensorboard=true")
     control = RunControl()
+    if allow_changes and resume is None:
+        raise UserError("--allow-changes only applies to --resume RUN_DIR")
     if resume is not None:
         if run_name:
             raise UserError("--run-name cannot be combined with --resume (the run keeps its directory)")
-        trainer = Trainer(resume_config(resume, overrides), resume=resume, control=control)
+        cfg = resume_config(resume, overrides, allow_changes=allow_changes, note=_say)
+        trainer = Trainer(cfg, resume=resume, control=control)
     else:
         trainer = Trainer(load_config(preset, overrides), control=control)
     if trainer.cfg.run.on_hangup not in ("continue", "stop"):

@@ -15,17 +15,15 @@ is refused without running it.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from battui.engine.checkfile import FORMAT, check_battui_payload, read_checkpoint_file
 from battui.errors import UserError
 
-FORMAT = "battui"
 VERSION = 1
 
 
@@ -47,46 +45,54 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with `weights_only=True`; any failure is a one-line UserError."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a checkpoint argument names: a run folder means its checkpoints/best.pt (else last.pt)."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt"):
-            if candidate.exists():
-                path = candidate
-                break
-        else:
-            raise UserError(f"{path} is a folder with no checkpoints/best.pt or last.pt in it")
+            if candidate.is_file():
+                return candidate
+        raise UserError(f"{path} is a folder with no checkpoints/best.pt or last.pt in it")
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise UserError(
-            f"{path} is not a plain-tensor checkpoint (refused to unpickle code: {first[:120]}); "
-            "only checkpoints written by battui (or plain state dicts) can be loaded"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: {msg[:160]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(
-            f"{path} is not a battui checkpoint (no config inside); "
-            "train with `battui train` or pass a run's checkpoints/best.pt"
-        )
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """A battui checkpoint, read safely (`read_checkpoint_file`) and checked; any problem is a one-line UserError.
+
+    `mmap=True` maps the tensors instead of reading them (cheap when only the config is needed).
+    """
+    path = checkpoint_file(path)
+    ckpt = read_checkpoint_file(path, map_location, mmap=mmap)
+    check_battui_payload(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """`load_state_dict` with a one-line error naming the mismatch."""
+    """`load_state_dict` with a one-line error naming the mismatch (keys and shapes, summarised)."""
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f"{k} {list(state[k].shape)} vs {list(want[k].shape)}" for k in want
+              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != want[k].shape]
+    problems = [f"{label} {_some(items)}" for label, items in
+                (("missing", missing), ("unexpected", unexpected), ("different shapes (checkpoint vs model):", shapes))
+                if items]
+    if problems:
+        raise UserError(f"{where} does not fit the configured model: {'; '.join(problems)}")
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
-        raise UserError(f"{where} does not fit the configured model: {detail[:200]}") from None
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"{where} does not fit the configured model ({type(exc).__name__})") from None
+
+
+def _some(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):

@@ -79,9 +79,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
 
 
+def check_run_root(root: str | Path) -> None:
+    """run.root is a folder (or can become one) that this user can write to; else a one-line UserError."""
+    root = Path(root)
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "run.root" if probe == root else f"run.root {root}: {probe}"
+        raise UserError(f"{what} is a file, not a folder; set --set run.root=DIR to a folder for the runs")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create runs under {root}: {probe} is not writable; "
+                        "set --set run.root=DIR to a folder you can write to")
+
+
+def make_run_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {path}: {exc.strerror}; "
+                        "set --set run.root=DIR to a folder you can write to") from None
+
+
 def new_run_dir(cfg: Config) -> Path:
     """`<root>/<name>` or `<root>/<preset>-<method>-<YYYYmmdd-HHMMSS>` (suffixed if taken)."""
     root = Path(cfg.run.root)
+    check_run_root(root)
     if cfg.run.name:
         path = root / cfg.run.name
         if (path / "events.jsonl").exists() or (path / "config.yaml").exists():
@@ -149,17 +172,54 @@ def write_run_config(run_dir: Path, cfg: Config) -> None:
     os.replace(tmp, run_dir / "config.yaml")
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The run's saved config.yaml with `section.key=value` overrides (e.g. more epochs, another device)."""
+def never_started(run_dir: Path) -> bool:
+    """A run directory `prepare()` made (config.yaml, env.json) that never trained: nothing in it to lose.
+
+    `battui train --detach` hands such a directory to its background process with --resume.
+    """
+    events = run_dir / "events.jsonl"
+    ckpts = run_dir / "checkpoints"
+    return (not events.exists() or events.stat().st_size == 0) and not (ckpts.exists() and any(ckpts.iterdir()))
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), *, allow_changes: bool = False,
+                  note=None) -> Config:
+    """The run's saved config.yaml with `section.key=value` overrides (e.g. more epochs, another device).
+
+    Refuses a run with no checkpoints/last.pt to continue from (unless it never started), and
+    changes to the data, model, method, training attack or seed against the config its last.pt
+    was trained with (also edits of config.yaml) unless `allow_changes`; `note(text)` hears
+    the changes that are kept.
+    """
     from battui.config import _set_key, _validate_method_params, parse_override
+    from battui.engine.checkpoint import load_checkpoint
+    from battui.validate import config_changes, describe_changes, protected, validate_config
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a run directory; pass runs/<name>/ from `battui train`")
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass runs/<name>/ from `battui train`")
     cfg = read_config(run_dir / "config.yaml")
     for text in overrides:
         _set_key(cfg, *parse_override(text))
     _validate_method_params(cfg)
+    validate_config(cfg)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.exists():
+        if never_started(run_dir):
+            return cfg
+        raise UserError(f"{run_dir} has no checkpoints/last.pt to continue from (it stopped before its first "
+                        f"checkpoint, or the file was removed); nothing was changed there; start a new run with "
+                        f"`battui train --preset {cfg.preset}`")
+    trained = load_checkpoint(last, mmap=True)["config"]
+    changes = config_changes(trained, cfg.to_dict())
+    refused = protected(changes)
+    if refused and not allow_changes:
+        raise UserError(f"resuming {run_dir} would change {describe_changes(refused)}, which makes it another "
+                        "experiment; start a new run, or pass --allow-changes to continue this one anyway")
+    if changes and note is not None:
+        note(f"resuming with changed settings: {describe_changes(changes)}")
     return cfg
 
 

@@ -89,8 +89,12 @@ class Trainer:
         """Build everything and create the run directory; `UserError` on bad input."""
         from battui.data import Batches, build_datasets
         from battui.models import build_model
+        from battui.validate import validate_config
 
         cfg = self.cfg
+        validate_config(cfg)
+        if self.resume_dir is None and self.run_dir == Path():
+            runs.check_run_root(cfg.run.root)
         per_rank_batch = distributed.per_rank_batch(cfg.train.batch_size, distributed.env_world_size())
         device, self.device_note = resolve_device(cfg.run.device)
         self.dist, self.device = distributed.init_from_env(device)
@@ -151,7 +155,7 @@ class Trainer:
             name = runs.new_run_dir(cfg) if self.dist.is_main and self.run_dir == Path() else self.run_dir
             self.run_dir = Path(distributed.broadcast_object(str(name), self.dist))
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            runs.make_run_dir(self.run_dir)
             self.lock = self.lock or RunLock.acquire(self.run_dir)
             runs.write_run_config(self.run_dir, cfg)
             runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None

@@ -29,6 +29,7 @@ import torch
 from battui.engine.evaluate import AttackSpec, evaluate
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.errors import UserError
+from battui.validate import check_number
 
 CACHE_VERSION = 1
 
@@ -55,8 +56,10 @@ def attack_spec(
         restarts=int(cfg.eval.restarts if restarts is None else restarts),
         seed=int(seed),
     )
-    if spec.eps < 0 or spec.step_size <= 0 or spec.steps < 1 or spec.restarts < 1:
-        raise UserError("the attack needs eps >= 0, step size > 0, steps >= 1 and restarts >= 1")
+    from battui.validate import check_attack_options
+
+    check_attack_options(eps=spec.eps, step_size=spec.step_size, steps=spec.steps, restarts=spec.restarts,
+                         prefix="the attack's ")
     return spec
 
 
@@ -154,8 +157,7 @@ def evaluate_checkpoint(
     from battui.data import Batches, build_datasets
     from battui.engine.checkpoint import model_from_checkpoint
 
-    if limit < 0:
-        raise UserError(f"--limit must be >= 0, got {limit}")
+    check_number("--limit", limit, 0, None)
     model, cfg, ckpt = model_from_checkpoint(path, device=device)
     ckpt_path = Path(ckpt["path"])
     if spec is None:

@@ -154,22 +154,50 @@ def to_markdown(sections: list[Section]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _csv_kind(rows: list[list[Any]], c: int) -> str:
+    cells = [row[c] for row in rows if c < len(row)]
+    if any(isinstance(v, MeanStd) for v in cells):
+        return "mean_std"
+    if any(isinstance(v, Bar) and v.delta is not None for v in cells):
+        return "delta"
+    return "plain"
+
+
 def to_csv(sections: list[Section]) -> str:
-    """One CSV block per section (its title as the first header cell), blocks separated by a blank line."""
+    """One CSV block per section (its title as the first header cell), blocks separated by a blank line.
+
+    Every cell is one number or one label: mean ± std becomes `<col> mean`, `<col> std`; a bar with
+    a delta becomes `<col>`, `<col> delta`; no value is an empty cell.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for i, section in enumerate(sections):
         if i:
             buf.write("\n")
-        writer.writerow([f"{section.title}: {section.columns[0]}", *section.columns[1:]])
+        kinds = [_csv_kind(section.rows, c) for c in range(len(section.columns))]
+        header: list[str] = []
+        for name, kind in zip(section.columns, kinds):
+            header += {"mean_std": [f"{name} mean", f"{name} std"], "delta": [name, f"{name} delta"]}.get(kind, [name])
+        header[0] = f"{section.title}: {header[0]}"
+        writer.writerow(header)
         for row in section.rows:
-            writer.writerow([_csv_cell(v) for v in row])
+            cells: list[str] = []
+            for value, kind in zip(row, kinds):
+                if kind == "mean_std":
+                    pair = (value.mean, value.std) if isinstance(value, MeanStd) else (value, None)
+                    cells += [_csv_cell(pair[0]), _csv_cell(pair[1])]
+                elif kind == "delta":
+                    delta = value.delta if isinstance(value, Bar) else None
+                    cells += [_csv_cell(value), _csv_cell(delta)]
+                else:
+                    cells.append(_csv_cell(value))
+            writer.writerow(cells)
     return buf.getvalue()
 
 
 def _csv_cell(value: Any) -> str:
     if isinstance(value, Bar):
-        return value.number()
+        value = value.value
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4f}"
     if value is None:
@@ -202,7 +230,9 @@ def resolve_format(fmt: str | None, output: str | None) -> str:
         return fmt
     if output:
         suffix = Path(output).suffix.lower()
-        return {".md": "markdown", ".csv": "csv", ".json": "json", ".tex": "latex"}.get(suffix, "markdown")
+        from battui.report.output import SUFFIX_FORMATS
+
+        return SUFFIX_FORMATS.get(suffix, "markdown")
     return "rich"
 
 
@@ -212,24 +242,26 @@ def _latex(sections: list[Section]) -> str:
     return to_latex(sections)
 
 
-def emit(sections: list[Section], data: Any, *, fmt: str, output: str | None, console: Console) -> None:
-    """Write the report in `fmt` to `output` (a file) or to the console."""
+def emit(sections: list[Section], data: Any, *, fmt: str, output: str | Path | None, console: Console) -> None:
+    """Write the report in `fmt` to `output` (a file checked by `output.check_output`) or to the console."""
+    from battui.report.output import MARKER, write_report
+
     if fmt == "rich":
         if output:
-            with open(output, "w", encoding="utf-8") as fh:
-                render_rich(sections, Console(file=fh, width=160, color_system=None))
+            buf = io.StringIO()
+            render_rich(sections, Console(file=buf, width=160, color_system=None))
+            write_report(Path(output), buf.getvalue())
         elif console.is_terminal:
             render_rich(sections, console)
         else:  # a pipe or log file: wide enough that the Table 1 columns are never cut
             render_rich(sections, Console(file=console.file, width=max(console.width, 160), color_system=None))
         return
+    if fmt == "json" and isinstance(data, dict):
+        data = {"written_by": MARKER, **data}
     text = {"markdown": lambda: to_markdown(sections), "csv": lambda: to_csv(sections), "json": lambda: to_json(data),
             "latex": lambda: _latex(sections)}[fmt]()
     if output:
-        try:
-            Path(output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {output}: {exc.strerror}") from None
+        write_report(Path(output), text)
     else:
         console.file.write(text)
         console.file.flush()

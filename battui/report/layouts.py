@@ -65,6 +65,27 @@ def _header(record: dict) -> str:
     )
 
 
+def _shown(record: dict, c: int, value: Any) -> Any:
+    """A per-class number, or None ("–") for a class with no evaluated images."""
+    return value if record["result"]["counts"][c] else None
+
+
+def _steps(record: dict, c: int) -> Any:
+    """Mean steps to flip, or None where the attack reports no steps (AutoAttack) or the class had no images."""
+    return None if record["attack"]["name"] == "autoattack" else _shown(record, c, record["mean_steps"][c])
+
+
+def coverage_note(record: dict) -> str:
+    """Which classes Avg./Worst are over: those with evaluated images."""
+    counts = record["result"]["counts"]
+    present = sum(1 for n in counts if n)
+    note = f"Avg./Worst over the {present} classes with evaluated images ({record['result']['n']} images)"
+    if present < len(counts):
+        where = f"the first {record['limit']} test images" if record["limit"] else "the test split"
+        note += f"; {len(counts) - present} class(es) had none in {where} (shown as –)"
+    return note
+
+
 def per_class_section(record: dict, title: str | None = None) -> Section:
     """One checkpoint's per-class errors, mean steps to flip and target share."""
     res = record["result"]
@@ -75,18 +96,18 @@ def per_class_section(record: dict, title: str | None = None) -> Section:
         rows.append([
             name,
             res["counts"][c],
-            res["standard"][c],
-            res["boundary"][c],
-            res["robust"][c],
-            record["mean_steps"][c],
-            record["never_flipped"][c],
+            *(_shown(record, c, res[kind][c]) for kind in ("standard", "boundary", "robust")),
+            _steps(record, c),
+            _shown(record, c, record["never_flipped"][c]),
             100.0 * target[c],
         ])
-    rows.append(["Avg.", res["n"], res["avg"]["standard"], res["avg"]["boundary"], res["avg"]["robust"],
+    rows.append(["Avg.", None, res["avg"]["standard"], res["avg"]["boundary"], res["avg"]["robust"],
                  None, None, None])
     rows.append(["Worst", None, res["worst"]["standard"], res["worst"]["boundary"], res["worst"]["robust"],
                  None, None, None])
     kl = record["target"]["kl_to_uniform"]
+    steps_note = ("Steps = mean attack steps to the first misclassification (flipped samples); "
+                  if record["attack"]["name"] != "autoattack" else "Steps: AutoAttack reports no per-step record; ")
     return Section(
         title=title or f"Per class — {record['label']}",
         columns=["Class", "n", "Std.", "Bndy.", "Rob.", "Steps", "Never", "Target"],
@@ -94,8 +115,8 @@ def per_class_section(record: dict, title: str | None = None) -> Section:
         notes=[
             "errors in %: Std. = clean prediction wrong; Bndy. = clean right but adversarial wrong; "
             "Rob. = Std. + Bndy.",
-            "Steps = mean attack steps to the first misclassification (flipped samples); Never = % never "
-            "flipped; Target = % of flipped samples predicted as this class",
+            steps_note + "Never = % never flipped; Target = % of flipped samples predicted as this class",
+            coverage_note(record),
             f"target distribution KL to uniform: {kl:.4f} (0 = flips land evenly on all classes)",
         ],
     )
@@ -134,13 +155,15 @@ def compare_sections(records: list[dict]) -> list[Section]:
     for kind, title in (("robust", "robust error"), ("standard", "standard error"), ("boundary", "boundary error")):
         bar_rows = []
         for c, name in enumerate(classes):
-            ref = first["result"][kind][c]
-            bar_rows.append([name, *(Bar(rec["result"][kind][c], None if i == 0 else rec["result"][kind][c] - ref)
+            ref = _shown(first, c, first["result"][kind][c])
+            bar_rows.append([name, *(None if not rec["result"]["counts"][c] else
+                                     Bar(rec["result"][kind][c],
+                                         None if i == 0 or ref is None else rec["result"][kind][c] - ref)
                                      for i, rec in enumerate(records))])
         sections.append(Section(title=f"Per-class {title} (%), delta against A", columns=header, rows=bar_rows))
     fair_rows = []
     for c, name in enumerate(classes):
-        fair_rows.append([name, *(rec["mean_steps"][c] for rec in records)])
+        fair_rows.append([name, *(_steps(rec, c) for rec in records)])
     fair_rows.append(["Target KL to uniform", *(rec["target"]["kl_to_uniform"] for rec in records)])
     sections.append(Section(title="Mean attack steps to flip per class, and target-class KL to uniform",
                             columns=header, rows=fair_rows,
@@ -162,8 +185,9 @@ def aggregate(records: list[dict]) -> dict[str, Any]:
     values = [table1_values(r["result"]) for r in records]
     out: dict[str, Any] = {key: mean_std([v[i] for v in values]) for i, key in enumerate(METRIC_KEYS)}
     k = len(records[0]["result"]["counts"])
-    for kind in ("standard", "boundary", "robust"):
-        out[f"per_class_{kind}"] = [mean_std([r["result"][kind][c] for r in records]) for c in range(k)]
+    for kind in ("standard", "boundary", "robust"):  # over the seeds whose evaluation had images of the class
+        per = [[r["result"][kind][c] for r in records if r["result"]["counts"][c]] for c in range(k)]
+        out[f"per_class_{kind}"] = [mean_std(values) if values else None for values in per]
     out["target_kl"] = mean_std([r["target"]["kl_to_uniform"] for r in records])
     return out
 

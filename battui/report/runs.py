@@ -123,13 +123,26 @@ def parse_methods(text: str) -> list[MethodRow]:
                 raise UserError(f"--methods: {name} has no parameter '{key}'; "
                                 f"its parameters: {', '.join(sorted(method_params(name)))}")
             try:
-                params[key] = yaml.safe_load(raw)
+                value = yaml.safe_load(raw)
             except yaml.YAMLError:
-                params[key] = raw
+                value = raw
+            params[key] = coerce_param(name, key, value)
         rows.append(MethodRow(name, params))
     if not rows:
         raise UserError("--methods is empty; e.g. --methods pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat")
     return rows
+
+
+def coerce_param(method: str, key: str, value: Any) -> Any:
+    """A `--methods` value, checked against the type of its default (`trades:beta=abc` is refused)."""
+    from battui.config import _coerce
+    from battui.methods import method_params
+
+    try:
+        _coerce(value, method_params(method)[key], f"{method}:{key}")
+    except UserError as exc:
+        raise UserError(f"--methods: {exc}") from None
+    return value
 
 
 def ablation_rows(name: str) -> list[MethodRow]:
@@ -171,6 +184,23 @@ def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") 
         cfg.train.weight_decay = 5e-4
         cfg.train.schedule = "constant"
     return cfg
+
+
+def check_plan(plan: TablePlan, spec_overrides: dict[str, Any]) -> Config:
+    """Every row's config, the evaluation attack and the run folder, checked before anything trains.
+
+    Returns the table's base config (preset and `--set` overrides; its title reads from it).
+    """
+    from battui.engine.runs import check_run_root
+    from battui.report.evaluation import attack_spec
+
+    if plan.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
+    configs = [run_config(plan, row, 0, init_from="pre-trained.pt") for row in plan.rows]
+    for cfg in configs:
+        attack_spec(cfg, **spec_overrides)
+    check_run_root(configs[0].run.root)
+    return load_config(plan.preset, plan.overrides)
 
 
 def _normalized(cfg: Config) -> dict:
