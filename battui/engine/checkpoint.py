@@ -47,8 +47,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with `weights_only=True`; any failure is a one-line UserError."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    battui_only: bool = True) -> dict[str, Any]:
+    """Load with `weights_only=True`; any failure is a one-line UserError.
+
+    `battui_only=False` returns a readable file of another format as `{"format": None, "object": ..., "path": ...}`
+    (for `battui.report.foreign`, which reads it as a model of a named architecture).
+    """
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt"):
@@ -70,6 +75,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read checkpoint {path}: {msg[:160]}") from None
+    if not battui_only and not (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT):
+        return {"format": None, "object": ckpt, "path": str(path)}
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(
             f"{path} is not a battui checkpoint (no config inside); "
@@ -80,13 +87,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """`load_state_dict` with a one-line error naming the mismatch."""
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
-        raise UserError(f"{where} does not fit the configured model: {detail[:200]}") from None
+    """`load_state_dict` through `battui.models.keymap.fit_state` (wrapper prefixes, older key names),
+    with a one-line error naming the first missing and unexpected keys."""
+    from battui.models.keymap import fit_state
+
+    fit_state(model, state, where)
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
