@@ -96,8 +96,12 @@ class _Listener(logging.Handler):
                 self.robust -= self.broken[self.started[-1]]
             self.started.append(attack)
             self.total[attack] = self.robust
-            self._tell(attack)
+            if self.robust > 0:
+                self._tell(attack)
         elif text.startswith("no robust datapoints left"):
+            # the package logs "running <attack>" before it finds nothing left to attack
+            if self.started and self.done[self.started[-1]] == 0:
+                self.started.pop()
             self.skipped = True
         elif (m := _BATCH_LINE.match(text)) and m.group(1) in self.broken:
             attack = m.group(1)
