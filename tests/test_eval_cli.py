@@ -1,4 +1,5 @@
-"""`battui eval` against an independent library: PGD-20 agrees with torchattacks.PGD (AutoAttack: test_autoattack.py)."""
+"""`battui eval` against an independent library: PGD-20 agrees with torchattacks.PGD (AutoAttack: see
+test_autoattack.py)."""
 
 from __future__ import annotations
 
