@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyautoattack
 import pytest
+import torch
 from pyautoattack import AutoAttack
 from rich.console import Console
 
@@ -105,6 +106,8 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
     handler = Collect()
     logging.getLogger("auto-attack").addHandler(handler)
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 8x8 images: one thread is faster (battui's own rule, engine.setup.tune_cpu_threads)
     try:
         with EvalProgress(console, "m.pt") as shown:
             result = evaluate(model, Batches(test, 16), num_classes=10, limit=32,
@@ -114,6 +117,7 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
             bars = {t.description.strip(): (t.completed, t.total) for t in shown.bars.tasks}
     finally:
         logging.getLogger("auto-attack").removeHandler(handler)
+        torch.set_num_threads(threads)
     chain = assert_breakdown_consistent(result)
     aa = result["autoattack"]
     assert aa["version"] == "reduced budget (tests only)" and aa["skipped"] == []
