@@ -85,7 +85,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    attack: str = "pgd"  # pgd | autoattack
+    attack: str = "pgd"  # pgd | autoattack (standard, the authors' pyautoattack)
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 20
@@ -93,6 +93,8 @@ class EvalConfig:
     val_subset: int = 0  # evaluate per epoch on at most this many val images (0 = all)
     batch_size: int = 256
     every: int = 1  # evaluate on the validation split every N epochs
+    seed: int = 0  # the attack's random start, the same in training's evaluations and `battui eval`
+    amp: bool = False  # every evaluation runs fp32 whatever train.amp; true = bf16 autocast
 
 
 @dataclass
@@ -302,6 +304,14 @@ def load_config(preset: str = "digits-cnn", overrides: list[str] | tuple[str, ..
         _set_key(cfg, *parse_override(text))
     _validate_method_params(cfg)
     validate_config(cfg)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply `section.key=value` overrides to an existing config (e.g. a checkpoint's)."""
+    for text in overrides:
+        _set_key(cfg, *parse_override(text))
+    _validate_method_params(cfg)
     return cfg
 
 

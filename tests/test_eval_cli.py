@@ -1,4 +1,5 @@
-"""`battui eval` against the library attacks: PGD-20 agrees with torchattacks.PGD, AutoAttack is stronger."""
+"""`battui eval` against an independent library: PGD-20 agrees with torchattacks.PGD (AutoAttack: see
+test_autoattack.py)."""
 
 from __future__ import annotations
 
@@ -50,20 +51,3 @@ def test_pgd20_agrees_with_torchattacks(small_model, tmp_path, capsys) -> None:
     assert overall(record, "standard") == pytest.approx(clean)
     assert 20.0 < ours < 95.0  # a meaningful operating point
     assert abs(ours - theirs) <= 1.0, (ours, theirs)
-
-
-def test_autoattack_at_least_as_strong_as_pgd(small_model, tmp_path, capsys) -> None:
-    # At eps 0.12 APGD-CE/APGD-T break every image PGD-20 leaves standing on these 64 images,
-    # so AutoAttack stops before Square's 5000 queries and the test stays cheap.
-    eps, results = 0.12, {}
-    for attack in ("pgd", "autoattack"):
-        out = tmp_path / f"{attack}.json"
-        code, _, err = run_cli(capsys, "eval", str(small_model), "--attack", attack, "--eps", str(eps),
-                               "--step-size", str(eps / 4), "--steps", "20", "--limit", "64", "-f", "json",
-                               "-o", str(out))
-        assert code == 0, err
-        record = json.loads(out.read_text())
-        assert record["result"]["n"] == 64 and record["attack"]["name"] == attack
-        results[attack] = overall(record)
-    assert results["autoattack"] >= results["pgd"], results
-    assert results["pgd"] > 50.0

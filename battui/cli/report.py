@@ -1,7 +1,8 @@
 """`battui eval`, `battui compare` and `battui table`: per-class reports in the paper's format.
 
     battui eval runs/digits-cnn-bat-.../                  # PGD-20 per-class report of best.pt
-    battui eval ckpt.pt --attack autoattack --limit 500   # AutoAttack (torchattacks), first 500 images
+    battui eval ckpt.pt --attack autoattack --limit 500   # standard AutoAttack (pyautoattack), 500 images
+    battui eval model_test.pt --model resnet18 --dataset cifar10 --set data.root=DIR   # weights from other code
     battui compare a.pt b.pt --format markdown -o cmp.md  # Table 1 side by side + per-class bars
     battui table --preset digits-cnn --seeds 3            # train/reuse every method, Table 1 mean ± std
     battui table --preset digits-cnn --ablation bat       # Table 2: BAT's six loss variants
@@ -12,37 +13,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from battui.cli import sweep as sweep_options
 from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
 from battui.report.formats import emit, resolve_format
 from battui.report.output import check_output
 
-ATTACK_HELP = "pgd (PGD-N, CE, uniform start; the checkpoint's eval settings) or autoattack (standard, torchattacks)."
+ATTACK_HELP = ("pgd (PGD-N, CE, uniform start; the checkpoint's eval settings) or autoattack (the standard "
+               "AutoAttack of the authors' pyautoattack: APGD-CE, APGD-T, FAB-T, Square; what papers report).")
 FORMAT_HELP = ("rich (terminal tables), markdown, csv, json (every per-class number) or latex (booktabs). "
                "Default: from --output's suffix.")
 OUTPUT_HELP = "Write the report to this file instead of the terminal."
-
-
-@contextmanager
-def _progress_bar(description: str):
-    """A Rich progress bar on stderr when it is a terminal; yields `update(done, total)` (a no-op otherwise)."""
-    if not err_console.is_terminal:
-        yield lambda done, total: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _spec_overrides(attack, eps, step_size, steps, restarts, seed) -> dict[str, Any]:
@@ -50,14 +34,23 @@ def _spec_overrides(attack, eps, step_size, steps, restarts, seed) -> dict[str, 
             "seed": seed}
 
 
-def _evaluate(path: str, overrides: dict, device: str, limit: int, use_cache: bool) -> dict:
+def _evaluate(path: str, overrides: dict, device: str, limit: int, use_cache: bool, foreign=None) -> dict:
     from battui.engine.device import resolve_device
+    from battui.report.eval_progress import EvalProgress
     from battui.report.evaluation import evaluate_checkpoint
 
     dev, _ = resolve_device(device)
-    with _progress_bar(f"evaluating {path}") as update:
-        return evaluate_checkpoint(path, device=dev, limit=limit, use_cache=use_cache, progress=update,
-                                   spec_overrides=overrides)
+    with EvalProgress(err_console, path) as shown:
+        return evaluate_checkpoint(path, device=dev, limit=limit, use_cache=use_cache, progress=shown.stage,
+                                   on_clean=shown.clean, spec_overrides=overrides, foreign=foreign)
+
+
+def _foreign(model, dataset, normalize, sets):
+    from battui.report.foreign import Foreign
+
+    opts = Foreign(model=model, dataset=dataset, sets=tuple(sets or ()), normalize=normalize)
+    opts.check()
+    return opts
 
 
 # Shared options (Typer reads them from the defaults).
@@ -66,7 +59,8 @@ _EPS = typer.Option(None, "--eps", help="Linf budget (default: the checkpoint's 
 _STEP = typer.Option(None, "--step-size", help="PGD step (default: the checkpoint's eval.step_size).")
 _STEPS = typer.Option(None, "--steps", help="PGD steps (default: the checkpoint's eval.steps, 20).")
 _RESTARTS = typer.Option(None, "--restarts", help="PGD random restarts (default 1).")
-_SEED = typer.Option(0, "--seed", help="Seed of the attack's random start (the same for every checkpoint).")
+_SEED = typer.Option(None, "--seed", help="Seed of the attack's random start (default: eval.seed, 0; the same for "
+                     "every checkpoint, and the one training's evaluations use).")
 _DEVICE = typer.Option("auto", "--device", help=DEVICE_HELP)
 _LIMIT = typer.Option(0, "--limit", help="Evaluate at most N test images (0 = all).")
 _FORMAT = typer.Option(None, "--format", "-f", help=FORMAT_HELP)
@@ -89,6 +83,14 @@ def _emit(sections, data, kind: str, target) -> None:
     emit(sections, data, fmt=kind, output=target, console=console)
     if target is not None:
         err_console.print(f"wrote the {kind} report to {target}", highlight=False, soft_wrap=True)
+_MODEL = typer.Option(None, "--model", help="For weights saved by other code: the architecture (resnet18, wrn-34-10, "
+                      "...). battui's own checkpoints carry theirs.")
+_DATASET = typer.Option(None, "--dataset", help="For weights saved by other code: the dataset (cifar10, cifar100, "
+                        "...); its preset gives the data and eval settings.")
+_NORMALIZE = typer.Option(None, "--normalize", help="MEAN/STD (comma lists) for weights trained on normalised inputs, "
+                          "e.g. 0.4914,0.4822,0.4465/0.2471,0.2435,0.2616.")
+_SETS = typer.Option([], "--set", help="Override a config value of the evaluation, e.g. --set data.root=DIR, "
+                     "--set eval.amp=true (bf16; fp32 by default).")
 
 
 @app.command("eval")
@@ -106,13 +108,18 @@ def eval_command(
     output: str = _OUTPUT,
     no_cache: bool = _NO_CACHE,
     force: bool = _FORCE,
+    model: str = _MODEL,
+    dataset: str = _DATASET,
+    normalize: str = _NORMALIZE,
+    sets: list[str] = _SETS,
 ) -> None:
     """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
     from battui.report.layouts import eval_sections
 
     kind, target = _checked(fmt, output, force, [checkpoint], attack, eps, step_size, steps, restarts, limit, seed)
+    foreign = _foreign(model, dataset, normalize, sets)
     record = _evaluate(checkpoint, _spec_overrides(attack, eps, step_size, steps, restarts, seed), device, limit,
-                       not no_cache)
+                       not no_cache, foreign)
     _emit(eval_sections(record), record, kind, target)
 
 
@@ -133,23 +140,28 @@ def compare_command(
     output: str = _OUTPUT,
     no_cache: bool = _NO_CACHE,
     force: bool = _FORCE,
+    model: str = _MODEL,
+    dataset: str = _DATASET,
+    normalize: str = _NORMALIZE,
+    sets: list[str] = _SETS,
 ) -> None:
     """Evaluate checkpoints with the same attack and seed; print Table 1 side by side and per-class bars."""
-    from battui.config import config_from_dict
-    from battui.engine.checkpoint import load_checkpoint
     from battui.errors import UserError
     from battui.report.evaluation import attack_spec, check_same_dataset, checkpoint_identity
+    from battui.report.foreign import open_config
     from battui.report.layouts import compare_sections
 
     if len(checkpoints) < 2:
         raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
     kind, target = _checked(fmt, output, force, checkpoints, attack, eps, step_size, steps, restarts, limit, seed)
-    check_same_dataset([checkpoint_identity(path) for path in checkpoints])
+    foreign = _foreign(model, dataset, normalize, sets)
+    check_same_dataset([checkpoint_identity(path, foreign) for path in checkpoints])
     # One attack for all: unset values come from the first checkpoint's eval settings.
-    first_cfg = config_from_dict(load_checkpoint(checkpoints[0])["config"])
+    first_cfg, _ = open_config(checkpoints[0], foreign)
     spec = attack_spec(first_cfg, **_spec_overrides(attack, eps, step_size, steps, restarts, seed))
-    fixed = {k: v for k, v in spec.to_dict().items() if k != "name"} | {"attack": spec.name}
-    records = [_evaluate(path, fixed, device, limit, not no_cache) for path in checkpoints]
+    fixed = {"attack": spec.name, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
+             "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
+    records = [_evaluate(path, fixed, device, limit, not no_cache, foreign) for path in checkpoints]
     check_same_dataset(records)
     _emit(compare_sections(records), {"checkpoints": records}, kind, target)
 

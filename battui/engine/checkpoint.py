@@ -59,40 +59,28 @@ def checkpoint_file(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    mmap: bool = False) -> dict[str, Any]:
+                    mmap: bool = False, battui_only: bool = True) -> dict[str, Any]:
     """A battui checkpoint, read safely (`read_checkpoint_file`) and checked; any problem is a one-line UserError.
 
     `mmap=True` maps the tensors instead of reading them (cheap when only the config is needed).
+    `battui_only=False` returns a readable file of another format as `{"format": None, "object": ..., "path": ...}`
+    (for `battui.report.foreign`, which reads it as a model of a named architecture).
     """
     path = checkpoint_file(path)
     ckpt = read_checkpoint_file(path, map_location, mmap=mmap)
+    if not battui_only and not (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT):
+        return {"format": None, "object": ckpt, "path": str(path)}
     check_battui_payload(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """`load_state_dict` with a one-line error naming the mismatch (keys and shapes, summarised)."""
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-    want = model.state_dict()
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
-    shapes = [f"{k} {list(state[k].shape)} vs {list(want[k].shape)}" for k in want
-              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != want[k].shape]
-    problems = [f"{label} {_some(items)}" for label, items in
-                (("missing", missing), ("unexpected", unexpected), ("different shapes (checkpoint vs model):", shapes))
-                if items]
-    if problems:
-        raise UserError(f"{where} does not fit the configured model: {'; '.join(problems)}")
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError) as exc:
-        raise UserError(f"{where} does not fit the configured model ({type(exc).__name__})") from None
+    """`load_state_dict` through `battui.models.keymap.fit_state` (wrapper prefixes, older key names),
+    with a one-line error naming the first missing and unexpected keys."""
+    from battui.models.keymap import fit_state
 
-
-def _some(items: list[str], n: int = 3) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
+    fit_state(model, state, where)
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):

@@ -6,19 +6,32 @@
 
 PGD-20 (CE, uniform random start) records every sample's steps to its first
 misclassification and its final adversarial prediction in one pass; with
-`restarts > 1` a sample counts as broken if any restart breaks it. AutoAttack
-(standard: APGD-CE, APGD-T, FAB-T, Square) comes from torchattacks, a maintained
-library, and has no per-step record (its samples land in the "never" or step-K bin).
+`restarts > 1` a sample counts as broken if any restart breaks it. AutoAttack is
+the authors' standard version from their own package (`battui.attacks.autoattack`,
+pyautoattack), run once over all the images; it has no per-step record (its
+samples land in the "never" or step-K bin) and adds `result["autoattack"]`, the
+robust count after each of its four attacks.
+
+One evaluation precision everywhere (training's per-epoch validation and test
+evaluation, `battui eval/compare/table`): fp32 (autocast off, TF32 off) unless
+the spec says bf16 (`eval.amp=true`). The attack's random start is seeded from
+`spec.seed` (`eval.seed`, default 0) inside a forked RNG, so the same weights on
+the same images give the same numbers in every path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 
 from battui.engine.metrics import ClassCounter
+from battui.errors import UserError
+
+ATTACKS = ("pgd", "autoattack")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -29,9 +42,57 @@ class AttackSpec:
     steps: int = 20
     restarts: int = 1
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.name == "autoattack":
+            from battui.attacks.autoattack import implementation
+
+            out["implementation"] = implementation()
+        return out
+
+
+def spec_from_config(e, **overrides) -> AttackSpec:
+    """The evaluation attack of an `eval` config section; `overrides` (not None) replace its fields."""
+    values = {"name": e.attack, "eps": e.eps, "step_size": e.step_size, "steps": e.steps,
+              "restarts": e.restarts, "seed": getattr(e, "seed", 0),
+              "precision": "bf16" if getattr(e, "amp", False) else "fp32"}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    spec = AttackSpec(name=str(values["name"] or "pgd").lower(), eps=float(values["eps"]),
+                      step_size=float(values["step_size"]), steps=int(values["steps"]),
+                      restarts=int(values["restarts"]), seed=int(values["seed"]), precision=str(values["precision"]))
+    if spec.name not in ATTACKS:
+        raise UserError(f"unknown attack '{spec.name}'; use pgd or autoattack")
+    if spec.precision not in PRECISIONS:
+        raise UserError(f"unknown evaluation precision '{spec.precision}'; use fp32 or bf16")
+    if spec.eps < 0 or spec.step_size <= 0 or spec.steps < 1 or spec.restarts < 1:
+        raise UserError("the attack needs eps >= 0, step size > 0, steps >= 1 and restarts >= 1")
+    return spec
+
+
+def check_spec(spec: AttackSpec, num_classes: int) -> None:
+    """Refuse an attack the dataset cannot take (standard AutoAttack needs >= 10 classes)."""
+    if spec.name == "autoattack":
+        from battui.attacks.autoattack import check_classes
+
+        check_classes(num_classes)
+
+
+@contextmanager
+def eval_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """bf16 autocast for "bf16"; for "fp32" autocast off and TF32 off (restored after)."""
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+        return
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def _pgd_outcome(model, x, y, spec: AttackSpec):
@@ -51,17 +112,47 @@ def _pgd_outcome(model, x, y, spec: AttackSpec):
     return adv_pred, steps
 
 
-def _autoattack_outcome(model, x, y, spec: AttackSpec, num_classes: int):
-    import torchattacks
+def _take(batches: Iterable, limit: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation images as a list of batches, at most `limit` images (0 = all)."""
+    out, seen = [], 0
+    for x, y in batches:
+        if limit and seen >= limit:
+            break
+        if limit:
+            x, y = x[: limit - seen], y[: limit - seen]
+        out.append((x, y))
+        seen += len(y)
+    return out
 
-    attack = torchattacks.AutoAttack(model, norm="Linf", eps=spec.eps, version="standard",
-                                     n_classes=num_classes, seed=spec.seed)
-    x_adv = attack(x, y)
-    with torch.no_grad():
-        adv_pred = model(x_adv).argmax(1)
-    # AutoAttack does not report per-step progress: broken samples go in bin K, others "never"
-    steps = torch.where(adv_pred != y, torch.full_like(y, spec.steps), torch.full_like(y, -1))
-    return adv_pred, steps
+
+def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: AttackSpec, progress,
+                reduced_for_tests) -> dict:
+    """Standard AutoAttack once over all the images; counts into `counter`, returns the per-attack breakdown."""
+    from battui.attacks.autoattack import empty_breakdown, run_autoattack
+
+    if not data:  # an empty DDP shard still joins the all-reduce of the breakdown
+        return empty_breakdown()
+    x, y = torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
+    out = run_autoattack(model, x, y, eps=spec.eps, seed=spec.seed, batch_size=len(data[0][1]),
+                         clean_correct=correct, progress=progress, reduced_for_tests=reduced_for_tests)
+    # no per-step record: broken samples go in bin K, the others in "never"
+    steps = torch.where(out.adv_pred != y, torch.full_like(y, spec.steps), torch.full_like(y, -1))
+    counter.update(y, out.adv_pred, steps, clean_pred=torch.cat(clean))
+    return out.breakdown
+
+
+def _reduce_breakdown(breakdown: dict, device: torch.device) -> dict:
+    """Sum AutoAttack's per-attack counts over DDP ranks (no-op when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return breakdown
+    attacks = breakdown["attacks"]
+    t = torch.tensor([breakdown["n"], breakdown["clean"], *(breakdown["robust_after"][a] for a in attacks)],
+                     dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    values = t.tolist()
+    return {**breakdown, "n": values[0], "clean": values[1], "robust_after": dict(zip(attacks, values[2:]))}
 
 
 def evaluate(
@@ -71,37 +162,54 @@ def evaluate(
     num_classes: int,
     spec: AttackSpec,
     limit: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_clean: Callable[[int, int], None] | None = None,
+    reduced_for_tests=None,
 ) -> dict:
     """Clean and adversarial predictions per class over `batches` (at most `limit` images).
 
-    Returns ClassCounter.errors() plus `attack`; counts are summed over DDP ranks.
+    A clean pass comes first (`on_clean(correct, n)` is told its result before
+    the attack starts), then the attack; `progress(stage, done, total)` follows
+    it in images ("PGD-20", or "APGD-CE", "APGD-T", "FAB-T", "Square" each over
+    the images still robust when it starts). `reduced_for_tests` (an
+    `attacks.autoattack.ReducedBudget`) is for tests only. Returns
+    ClassCounter.errors() plus `attack` (and `autoattack` for AutoAttack);
+    counts are summed over DDP ranks.
     """
+    check_spec(spec, num_classes)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     counter = ClassCounter(num_classes, spec.steps, device=device)
-    seen = 0
+    extra: dict = {}
+    data = _take(batches, limit)
+    n = sum(len(y) for _, y in data)
     # the same random starts for every checkpoint compared, and training's RNG untouched
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with rng, eval_precision(spec.precision, device):
         torch.manual_seed(spec.seed)
         try:
-            for x, y in batches:
-                if limit and seen >= limit:
-                    break
-                if limit:
-                    x, y = x[: limit - seen], y[: limit - seen]
-                with torch.no_grad():
-                    clean_pred = model(x).argmax(1)
-                if spec.name == "autoattack":
-                    adv_pred, steps = _autoattack_outcome(model, x, y, spec, num_classes)
-                else:
-                    adv_pred, steps = _pgd_outcome(model, x, y, spec)
-                counter.update(y, adv_pred, steps, clean_pred=clean_pred)
-                seen += len(y)
+            with torch.no_grad():
+                clean = [model(x).argmax(1) for x, _ in data]
+            correct = sum(int((c == y).sum()) for c, (_, y) in zip(clean, data))
+            if on_clean is not None:
+                on_clean(correct, n)
+            if spec.name == "autoattack":
+                extra["autoattack"] = _autoattack(model, data, clean, correct, counter, spec, progress,
+                                                  reduced_for_tests)
+            else:
+                stage, done = f"PGD-{spec.steps}", 0
                 if progress is not None:
-                    progress(len(y))
+                    progress(stage, 0, n)
+                for (x, y), clean_pred in zip(data, clean):
+                    adv_pred, steps = _pgd_outcome(model, x, y, spec)
+                    counter.update(y, adv_pred, steps, clean_pred=clean_pred)
+                    done += len(y)
+                    if progress is not None:
+                        progress(stage, done, n)
         finally:
             model.train(was_training)
     counter.all_reduce()
-    return {**counter.errors(), "attack": spec.to_dict()}
+    if "autoattack" in extra:
+        extra["autoattack"] = _reduce_breakdown(extra["autoattack"], device)
+    return {**counter.errors(), "attack": spec.to_dict(), **extra}

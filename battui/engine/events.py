@@ -103,7 +103,7 @@ class EvalEvent(Event):
     type: ClassVar[str] = "eval"
     epoch: int
     split: str  # val | test
-    attack: dict  # name, eps, step_size, steps, restarts
+    attack: dict  # name, eps, step_size, steps, restarts, seed, precision (fp32 | bf16)
     n: int
     counts: list[int]  # samples per class
     standard: list[float]

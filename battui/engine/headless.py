@@ -72,6 +72,7 @@ class HeadlessLog:
         worst_class = max(range(len(e["robust"])), key=lambda c: e["robust"][c]) if e["robust"] else 0
         a = e["attack"]
         what = f"{a.get('name', 'pgd')}-{a.get('steps', '')}" if a.get("name") == "pgd" else a.get("name", "")
+        what += f", {a['precision']}" if a.get("precision") else ""
         self._print(f"eval {e['split']} epoch {e['epoch'] + 1} ({e['n']} images, {what}): "
                     f"standard avg {e['avg']['standard']:.1f}% worst {e['worst']['standard']:.1f}% | "
                     f"robust avg {e['avg']['robust']:.1f}% worst {e['worst']['robust']:.1f}% "

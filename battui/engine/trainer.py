@@ -41,7 +41,7 @@ from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
-from battui.engine.evaluate import AttackSpec, evaluate
+from battui.engine.evaluate import AttackSpec, check_spec, evaluate, spec_from_config
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
 from battui.engine.loop import attack_event, reset_attack_counter, summed_counter, train_epoch
 from battui.engine.metrics import ClassCounter
@@ -135,6 +135,7 @@ class Trainer:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.method = method_from_config(cfg, num_classes=k)
+        check_spec(self._spec(), k)  # an unknown eval attack, or AutoAttack on < 10 classes, fails before training
         if cfg.train.init_from and not self._resume_ckpt_path():
             src = load_checkpoint(cfg.train.init_from)
             load_model_state(self.model, src["model"], cfg.train.init_from)
@@ -249,13 +250,10 @@ class Trainer:
 
     # ---------------------------------------------------------- evaluation
     def _spec(self) -> AttackSpec:
-        e = self.cfg.eval
-        return AttackSpec(name=e.attack, eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
-                          seed=self.cfg.train.seed)
+        return spec_from_config(self.cfg.eval)  # fp32 unless eval.amp, seed eval.seed: as `battui eval`
 
     def evaluate(self, batches, split: str, epoch: int, method_info: dict | None = None) -> dict:
-        with self.speed.autocast():
-            result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self._spec())
+        result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self._spec())
         fields = {k: result[k] for k in ("n", "counts", "standard", "boundary", "robust", "avg", "worst",
                                          "step_hist")}
         return self.emit(EvalEvent(epoch=epoch, split=split, attack=result["attack"],

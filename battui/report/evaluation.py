@@ -4,8 +4,9 @@
     record = evaluate_checkpoint("runs/digits-cnn-bat-.../", spec, device="cpu")
     record["result"]["worst"]["robust"], record["target"]["kl_to_uniform"]
 
-The checkpoint is rebuilt with `model_from_checkpoint` (weights_only loading),
-the test split is the one its training run held out (`build_datasets(cfg.data,
+The checkpoint is rebuilt by `battui.report.foreign.open_for_eval` (weights_only
+loading; battui's own checkpoints from their config, weights saved by other code
+from `--model`/`--dataset`), the test split is the one its training run held out (`build_datasets(cfg.data,
 seed=cfg.train.seed)`), and the numbers come from `battui.engine.evaluate`
 (counting in `battui.engine.metrics`). A finished evaluation is written to
 `<checkpoint>.eval-<key>.json`, the key hashing the attack settings, the image
@@ -26,12 +27,13 @@ from typing import Any
 
 import torch
 
-from battui.engine.evaluate import AttackSpec, evaluate
+from battui.engine.evaluate import AttackSpec, evaluate, spec_from_config
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.errors import UserError
+from battui.report.foreign import Foreign, open_config, open_for_eval
 from battui.validate import check_number
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: precision, AutoAttack from pyautoattack with its per-attack breakdown
 
 
 def attack_spec(
@@ -42,22 +44,15 @@ def attack_spec(
     step_size: float | None = None,
     steps: int | None = None,
     restarts: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
+    precision: str | None = None,
 ) -> AttackSpec:
-    """The evaluation attack: the checkpoint config's `eval` section, then any explicit override."""
-    name = (attack or cfg.eval.attack or "pgd").lower()
-    if name not in ("pgd", "autoattack"):
-        raise UserError(f"unknown attack '{name}'; use pgd or autoattack")
-    spec = AttackSpec(
-        name=name,
-        eps=float(cfg.eval.eps if eps is None else eps),
-        step_size=float(cfg.eval.step_size if step_size is None else step_size),
-        steps=int(cfg.eval.steps if steps is None else steps),
-        restarts=int(cfg.eval.restarts if restarts is None else restarts),
-        seed=int(seed),
-    )
+    """The evaluation attack: the checkpoint config's `eval` section (precision: fp32 unless
+    `eval.amp`), then any explicit override; bounds checked (`validate.check_attack_options`)."""
     from battui.validate import check_attack_options
 
+    spec = spec_from_config(cfg.eval, name=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts,
+                            seed=seed, precision=precision)
     check_attack_options(eps=spec.eps, step_size=spec.step_size, steps=spec.steps, restarts=spec.restarts,
                          prefix="the attack's ")
     return spec
@@ -91,10 +86,10 @@ def cache_path(ckpt_path: Path, key: str) -> Path:
     return ckpt_path.with_name(f"{ckpt_path.name}.eval-{key}.json")
 
 
-def _cache_key(spec: AttackSpec, limit: int, data: dict, cfg, whash: str) -> str:
+def _cache_key(spec: AttackSpec, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
     blob = json.dumps(
         {"v": CACHE_VERSION, "attack": spec.to_dict(), "limit": int(limit), "data": cfg.data.__dict__,
-         "split_seed": data["split_seed"], "weights": whash},
+         "split_seed": data["split_seed"], "weights": whash, **({"foreign": foreign} if foreign else {})},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -143,35 +138,41 @@ def evaluate_checkpoint(
     device: str | torch.device = "cpu",
     limit: int = 0,
     use_cache: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_clean: Callable[[int, int], None] | None = None,
     spec_overrides: dict | None = None,
+    foreign: Foreign | None = None,
 ) -> dict[str, Any]:
     """Evaluate one checkpoint (file or run folder) on its test split; returns a JSON-ready record.
 
     `spec=None` builds the attack from the checkpoint's config plus `spec_overrides`
-    (the keyword arguments of `attack_spec`). `progress(done, total)` is called per batch.
-    The record holds `checkpoint`, `label`, `dataset`, `attack`, `result` (per-class
-    standard/boundary/robust, avg, worst, counts, confusion, step histogram),
-    `mean_steps`, `never_flipped`, `target`, `cached` and `seconds`.
+    (the keyword arguments of `attack_spec`). `foreign` says how to read a file that is
+    not a battui checkpoint and carries `--set` overrides (`battui.report.foreign`).
+    `on_clean(correct, n)` hears the clean accuracy before the attack starts;
+    `progress(stage, done, total)` follows the attack (`battui.engine.evaluate.evaluate`).
+    The record holds `checkpoint`, `label`, `dataset`, `attack` (with its precision),
+    `result` (per-class standard/boundary/robust, avg, worst, counts, confusion, step
+    histogram, and `autoattack`'s per-attack breakdown), `mean_steps`, `never_flipped`,
+    `target`, `cached` and `seconds`.
     """
     from battui.data import Batches, build_datasets
-    from battui.engine.checkpoint import model_from_checkpoint
+    from battui.engine.setup import tune_cpu_threads
 
     check_number("--limit", limit, 0, None)
-    model, cfg, ckpt = model_from_checkpoint(path, device=device)
-    ckpt_path = Path(ckpt["path"])
+    opened = open_for_eval(path, foreign or Foreign(), device=device)
+    cfg, ckpt_path = opened.cfg, opened.path
     if spec is None:
         spec = attack_spec(cfg, **(spec_overrides or {}))
-    data = dataset_identity(cfg, ckpt)
-    whash = weights_hash(ckpt["model"])
-    key = _cache_key(spec, limit, data, cfg, whash)
+    data = dataset_identity(cfg, {"data_info": opened.data_info})
+    whash = weights_hash(opened.state)
+    key = _cache_key(spec, limit, data, cfg, whash, opened.identity)
     cached = cache_path(ckpt_path, key)
     if use_cache and cached.exists():
         record = _read_cache(cached)
         if record is not None:
             return {**record, "checkpoint": str(ckpt_path), "cached": True}
 
-    splits = build_datasets(cfg.data, seed=cfg.train.seed)
+    splits = opened.splits or build_datasets(cfg.data, seed=cfg.train.seed)
     if data["classes"] and [str(c) for c in splits.classes] != data["classes"]:
         raise UserError(
             f"{ckpt_path} was trained on classes {data['classes']} but its dataset now has {splits.classes}; "
@@ -179,48 +180,51 @@ def evaluate_checkpoint(
         )
     data["classes"] = [str(c) for c in splits.classes]
     data["num_classes"] = splits.num_classes
-    total = min(len(splits.test), limit) if limit else len(splits.test)
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
 
     start = time.perf_counter()
     # with a limit, a fixed shuffle makes the first N images a sample of every class
     batches = Batches(splits.test, cfg.eval.batch_size, device=device, shuffle=bool(limit), seed=0)
-    result = evaluate(model, batches, num_classes=splits.num_classes, spec=spec, limit=limit, progress=step)
+    # the same CPU thread rule as training, so a run's test evaluation and this one compute alike
+    threads = tune_cpu_threads(torch.device(device), splits.in_channels * splits.image_size ** 2)
+    try:
+        result = evaluate(opened.model, batches, num_classes=splits.num_classes, spec=spec, limit=limit,
+                          progress=progress, on_clean=on_clean)
+    finally:
+        torch.set_num_threads(threads)
     record = {
         "cache_version": CACHE_VERSION,
         "checkpoint": str(ckpt_path),
-        "label": method_label(cfg),
-        "method": {"name": cfg.method.name, "params": dict(cfg.method.params or {})},
+        "label": opened.label,
+        "method": opened.method,
         "preset": cfg.preset,
-        "epoch": ckpt.get("epoch"),
+        "epoch": opened.epoch,
         "dataset": data,
         "split": "test",
         "limit": int(limit),
-        "attack": spec.to_dict(),
+        "attack": result["attack"],
         "weights_hash": whash,
         "result": result,
         **summarize(result),
         "seconds": round(time.perf_counter() - start, 3),
         "cached": False,
     }
+    if opened.identity:
+        record["foreign"] = opened.identity
     if use_cache:
         _write_cache(cached, record)
     return record
 
 
-def checkpoint_identity(path: str | Path) -> dict[str, Any]:
+def checkpoint_identity(path: str | Path, foreign: Foreign | None = None) -> dict[str, Any]:
     """`{checkpoint, dataset}` of a checkpoint without evaluating it (for refusing a compare early)."""
-    from battui.config import config_from_dict
-    from battui.engine.checkpoint import load_checkpoint
+    from battui.data import build_datasets
 
-    ckpt = load_checkpoint(path)
-    return {"checkpoint": ckpt["path"], "dataset": dataset_identity(config_from_dict(ckpt["config"]), ckpt)}
+    cfg, ckpt = open_config(path, foreign or Foreign())
+    where = ckpt["path"]
+    if ckpt.get("format") is None:  # a foreign file: the named dataset decides
+        splits = build_datasets(cfg.data, seed=cfg.train.seed)
+        ckpt = {"data_info": {"classes": list(splits.classes), "num_classes": splits.num_classes}}
+    return {"checkpoint": where, "dataset": dataset_identity(cfg, ckpt)}
 
 
 def check_same_dataset(records: list[dict]) -> None:

@@ -1,0 +1,149 @@
+"""Opening a checkpoint for evaluation: battui's own, or weights saved by other code.
+
+    opts = Foreign(model="resnet18", dataset="cifar10", sets=("data.root=/data",), normalize=None)
+    opened = open_for_eval("model_test.pt", opts, device="cpu")
+    opened.model, opened.cfg, opened.state, opened.label, opened.splits
+
+A battui checkpoint carries its config: it is rebuilt from it (plus `--set`
+overrides, e.g. `data.root` or `eval.amp`). Any other readable file (always read
+with `weights_only=True`) is a foreign checkpoint: `--model NAME --dataset NAME`
+say what it is; the config is the dataset's preset (its evaluation eps and data
+settings) with that model and the `--set` overrides; the weights are found and
+renamed by `battui.models.keymap` (containers, `module.`/`_orig_mod.`/`model.`
+prefixes, TRADES' WideResNet names). `--normalize MEAN/STD` wraps the model in
+`Normalized` for weights trained on normalised inputs, so attacks still work in
+[0, 1] pixel space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from battui.errors import UserError
+
+DATASET_PRESETS = {
+    "cifar10": "cifar10-resnet18",
+    "cifar100": "cifar100-resnet18",
+    "imagenette": "imagenette-resnet18",
+    "digits": "digits-cnn",
+    "synthetic": "synthetic-tiny",
+}
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """How to read files that are not battui checkpoints (`--model`, `--dataset`, `--normalize`), and `--set`."""
+
+    model: str | None = None
+    dataset: str | None = None
+    sets: tuple[str, ...] = ()
+    normalize: str | None = None
+
+    def check(self) -> None:
+        if bool(self.model) != bool(self.dataset):
+            raise UserError("--model and --dataset go together: name the architecture and the dataset of the file")
+        if self.dataset and self.dataset not in DATASET_PRESETS:
+            raise UserError(f"unknown dataset '{self.dataset}'; datasets: {', '.join(DATASET_PRESETS)}")
+        if self.normalize:
+            parse_normalize(self.normalize)
+
+
+@dataclass
+class Opened:
+    model: torch.nn.Module
+    cfg: Any
+    state: dict[str, torch.Tensor]
+    path: Path
+    label: str
+    method: dict
+    epoch: int | None
+    data_info: dict
+    splits: Any = None  # the built datasets, when opening needed them
+    identity: dict | None = None  # what else goes into the cache key (foreign: model, normalize)
+
+
+def parse_normalize(text: str) -> tuple[list[float], list[float]]:
+    """`0.4914,0.4822,0.4465/0.2471,0.2435,0.2616` -> (mean, std)."""
+    try:
+        mean_text, std_text = text.split("/")
+        mean = [float(v) for v in mean_text.split(",")]
+        std = [float(v) for v in std_text.split(",")]
+    except ValueError:
+        raise UserError(f"--normalize expects MEAN/STD as comma lists, e.g. 0.4914,0.4822,0.4465/"
+                        f"0.2471,0.2435,0.2616; got '{text}'") from None
+    if len(mean) != len(std) or any(s <= 0 for s in std):
+        raise UserError(f"--normalize needs as many means as stds, every std > 0; got '{text}'")
+    return mean, std
+
+
+def _config(path: Path, ckpt: dict, opts: Foreign):
+    from battui.config import apply_overrides, config_from_dict, load_config
+
+    if ckpt.get("format") is not None:
+        return apply_overrides(config_from_dict(ckpt["config"]), opts.sets)
+    if not opts.model:
+        raise UserError(f"{path} is not a battui checkpoint (no config inside); to evaluate weights saved by "
+                        "other code, say what they are: --model NAME --dataset NAME (e.g. --model resnet18 "
+                        "--dataset cifar10)")
+    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", *opts.sets])
+
+
+def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
+    """The config a checkpoint is evaluated with, and the loaded file (`format` None for a foreign one)."""
+    from battui.engine.checkpoint import load_checkpoint
+
+    opts.check()
+    ckpt = load_checkpoint(path, battui_only=False)
+    return _config(Path(ckpt["path"]), ckpt, opts), ckpt
+
+
+def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = "cpu") -> Opened:
+    """Rebuild the model of a battui or foreign checkpoint, weights loaded, eval mode, on `device`."""
+    from battui.data import build_datasets
+    from battui.engine.checkpoint import load_model_state
+    from battui.models import MODELS, Normalized, build_model
+    from battui.models.keymap import fit_state, unwrap_state
+
+    cfg, ckpt = open_config(path, opts)
+    where = Path(ckpt["path"])
+    splits = None
+    if ckpt.get("format") is not None:
+        info = ckpt.get("data_info") or {}  # num_classes, in_channels, classes, image_size
+        state, label_info = ckpt["model"], None
+    else:
+        if cfg.model.name not in MODELS:
+            raise UserError(f"unknown model '{cfg.model.name}'; models: {', '.join(MODELS)}")
+        state = unwrap_state(ckpt["object"], str(where))
+        splits = build_datasets(cfg.data, seed=cfg.train.seed)
+        info = {"num_classes": splits.num_classes, "in_channels": splits.in_channels,
+                "classes": list(splits.classes), "image_size": splits.image_size}
+        label_info = {"model": cfg.model.name, "normalize": opts.normalize}
+    in_channels = int(info.get("in_channels", 3))
+    try:
+        model = build_model(cfg.model.name, num_classes=int(info.get("num_classes", 10)), in_channels=in_channels)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if label_info is None:
+        load_model_state(model, state, str(where))
+    else:
+        fit_state(model, state, str(where), name=cfg.model.name)
+    if opts.normalize:
+        mean, std = parse_normalize(opts.normalize)
+        if len(mean) not in (1, in_channels):
+            raise UserError(f"--normalize gives {len(mean)} values per statistic; the data has {in_channels} "
+                            "channels")
+        model = Normalized(model, mean * (in_channels // len(mean)), std * (in_channels // len(std)))
+        label_info = {**(label_info or {}), "normalize": opts.normalize}
+    model.to(device).eval()
+    if ckpt.get("format") is not None:
+        from battui.report.evaluation import method_label
+
+        label, method = method_label(cfg), {"name": cfg.method.name, "params": dict(cfg.method.params or {})}
+    else:
+        label, method = where.stem, {"name": "external", "params": {"model": cfg.model.name}}
+    return Opened(model=model, cfg=cfg, state=state, path=where, label=label, method=method,
+                  epoch=ckpt.get("epoch"), data_info=info, splits=splits, identity=label_info)
