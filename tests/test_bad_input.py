@@ -148,7 +148,7 @@ def test_table_end_to_end_with_default_options(tmp_path):
     table = ["table", *TINY, "--set", "train.epochs=1", "--methods", "pgd-at", "--seeds", "1", "-o", "t.csv"]
     for res in run_many([table, table], cwd=tmp_path, tmp=tmp_path):
         assert res.code == 0, res.err
-        assert "reusing" in res.err and "wrote the csv report to t.csv" in res.err
+        assert "1 done" in res.err and "wrote the csv report to t.csv" in res.err
     rows = list(csv.reader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert rows[0][1:3] == ["Avg. Std. mean", "Avg. Std. std"] and len(rows[0]) == 13 and rows[1][0] == "PGD-AT"
     values = [float(cell) for cell in rows[1][1:]]
