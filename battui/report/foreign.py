@@ -86,6 +86,9 @@ def _config(path: Path, ckpt: dict, opts: Foreign):
     if ckpt.get("format") is not None:
         return apply_overrides(config_from_dict(ckpt["config"]), opts.sets)
     if not opts.model:
+        from battui.engine.checkfile import check_battui_payload
+
+        check_battui_payload(ckpt["object"], path)  # says what the file holds, and how to name foreign weights
         raise UserError(f"{path} is not a battui checkpoint (no config inside); to evaluate weights saved by "
                         "other code, say what they are: --model NAME --dataset NAME (e.g. --model resnet18 "
                         "--dataset cifar10)")
