@@ -58,14 +58,14 @@ class AttackConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "pgd-at"  # pgd-at | trades | frl | fat | gairat | bat
+    name: str = "pgd-at"  # one of battui.methods.METHODS (`battui train --help` lists them)
     params: dict = field(default_factory=dict)  # method-specific (beta, alpha, tau, ...)
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split over the ranks under torchrun
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.1
     momentum: float = 0.9

@@ -116,7 +116,7 @@ def train_command(
                                  help="Run directory name under run.root (default <preset>-<method>-<time>)."),
     tensorboard: bool = typer.Option(False, "--tensorboard",
                                      help="Also log to RUN_DIR/tensorboard/ live (= --set run.tensorboard=true; "
-                                          "needs pip install 'battui[tensorboard]')."),
+                                          r"needs pip install 'battui\[tensorboard]')."),
     allow_changes: bool = typer.Option(False, "--allow-changes",
                                        help="With --resume: allow --set (or config.yaml edits) to change the data, "
                                             "model, method, training attack or seed of the run."),

@@ -183,13 +183,14 @@ def never_started(run_dir: Path) -> bool:
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), *, allow_changes: bool = False,
-                  note=None) -> Config:
+                  note=None, restart: bool = False) -> Config:
     """The run's saved config.yaml with `section.key=value` overrides (e.g. more epochs, another device).
 
     Refuses a run with no checkpoints/last.pt to continue from (unless it never started), and
     changes to the data, model, method, training attack or seed against the config its last.pt
     was trained with (also edits of config.yaml) unless `allow_changes`; `note(text)` hears
-    the changes that are kept.
+    the changes that are kept. `restart=True` (a table's own run folder, resubmitted) trains
+    a run that failed before its first checkpoint again from epoch 1 in the same folder.
     """
     from battui.config import _set_key, _validate_method_params, parse_override
     from battui.engine.checkpoint import load_checkpoint
@@ -207,7 +208,7 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     validate_config(cfg)
     last = run_dir / "checkpoints" / "last.pt"
     if not last.exists():
-        if never_started(run_dir):
+        if restart or never_started(run_dir):
             return cfg
         raise UserError(f"{run_dir} has no checkpoints/last.pt to continue from (it stopped before its first "
                         f"checkpoint, or the file was removed); nothing was changed there; start a new run with "

@@ -41,7 +41,8 @@ def final_weights(run_dir: Path) -> Path:
     averaged = run_dir / "checkpoints" / AVERAGED
     return averaged if averaged.exists() else run_dir / "checkpoints" / FINAL
 # Resolved-config keys that change logging only, never the trained weights.
-_COSMETIC = {"train": ("log_every", "attack_stats_every"), "run": ("root", "name", "device", "tensorboard")}
+_COSMETIC = {"train": ("log_every", "attack_stats_every"),
+             "run": ("root", "name", "device", "tensorboard", "on_hangup")}
 
 LABELS = {"pgd-at": "PGD-AT", "trades": "TRADES", "frl": "FRL", "fat": "FAT", "gairat": "GAIRAT", "bat": "BAT"}
 TABLE2_TEXT = {

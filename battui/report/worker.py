@@ -64,8 +64,8 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
     threads_from_slurm()
     if run_status(run_dir) != "completed":
         control = RunControl()
-        trainer = Trainer(resume_config(run_dir, [f"run.device={device}"]), resume=run_dir, control=control,
-                          listeners=[HeadlessLog()])
+        cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
+        trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
         trainer.prepare()
         with handle_signals(control):
             status = trainer.run()
