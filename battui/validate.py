@@ -106,7 +106,7 @@ def check_run_name(name: str) -> None:
 
 
 def _check_method(cfg) -> None:
-    from battui.engine.setup import method_from_config
+    from battui.methods import method_from_config
 
     for key, value in cfg.method.params.items():
         rule = _PARAMS.get((cfg.method.name, key), _PARAMS.get(key))

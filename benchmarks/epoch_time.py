@@ -42,9 +42,9 @@ import torch.nn.functional as F
 
 from battui.config import load_config
 from battui.engine.loop import train_epoch
-from battui.engine.setup import method_from_config
 from battui.engine.syncs import SyncCensus
 from battui.engine.trainer import Trainer
+from battui.methods import method_from_config
 
 CLASSES = 10
 HELD_OUT = 102  # per class, the synthetic "test" split used for validation

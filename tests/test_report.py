@@ -13,9 +13,10 @@ from torch import nn
 
 from battui.cli import main
 from battui.engine.metrics import ClassCounter, kl_to_uniform, mean_steps, target_distribution
+from battui.methods import paper_label
 from battui.report.formats import Bar, Section, lowest_bold, to_csv, to_markdown
 from battui.report.layouts import mean_std, table1_values
-from battui.report.runs import ablation_rows, paper_label, parse_methods
+from battui.report.runs import ablation_rows, parse_methods
 from tests.test_report_support import make_checkpoint, tiny_config
 
 

@@ -21,7 +21,7 @@ Per batch, in this order:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
@@ -29,11 +29,32 @@ from battui.engine.distributed import agree_flags, any_nonfinite
 from battui.engine.events import BatchEvent, Paused, Resumed, TrainAttack
 from battui.engine.metrics import ClassCounter
 
-if TYPE_CHECKING:
-    from battui.engine.trainer import Trainer
+
+class EpochHost(Protocol):
+    """What an epoch reads and calls on the run that owns it (`engine.trainer.Trainer` is one;
+    a test can pass any object with these members)."""
+
+    cfg: Any  # battui.config.Config
+    control: Any  # battui.engine.control.RunControl: stop / pause / save_now flags
+    speed: Any  # battui.engine.setup.SpeedSettings: autocast, channels_last
+    dist: Any  # battui.engine.distributed.DistInfo
+    device: torch.device
+    train_batches: Any  # battui.data.Batches
+    method: Any  # battui.methods.Method
+    step_module: torch.nn.Module  # (x, y) -> (loss, steps_to_flip, adv_pred, parts)
+    optimizer: torch.optim.Optimizer
+    attack_counter: ClassCounter
+    step: int  # optimiser steps so far (written here)
+    started: float  # time.time() when the run (re)started
+
+    def emit(self, event) -> dict: ...
+
+    def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool: ...
+
+    def fail(self, reason: str, epoch: int) -> str: ...
 
 
-def summed_counter(counter: ClassCounter, trainer: Trainer) -> ClassCounter:
+def summed_counter(counter: ClassCounter, trainer: EpochHost) -> ClassCounter:
     """A copy of `counter` summed over ranks (the original keeps counting this rank only)."""
     out = ClassCounter(counter.num_classes, counter.attack_steps, device=counter.counts.device)
     for dst, src in zip(out._tensors(), counter._tensors(), strict=True):
@@ -43,7 +64,7 @@ def summed_counter(counter: ClassCounter, trainer: Trainer) -> ClassCounter:
     return out
 
 
-def attack_event(trainer: Trainer, epoch: int, done: int, partial: bool) -> TrainAttack:
+def attack_event(trainer: EpochHost, epoch: int, done: int, partial: bool) -> TrainAttack:
     stats = summed_counter(trainer.attack_counter, trainer).errors()
     return TrainAttack(epoch=epoch, batch=done, batches=len(trainer.train_batches), partial=partial,
                        step_hist=stats["step_hist"], target_confusion=stats["adv_confusion"])
@@ -69,7 +90,7 @@ def parts_mean(total: tuple | None, n: int) -> dict[str, float]:
     return {k: v / n for k, v in zip(names, values, strict=True)}
 
 
-def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> bool:
+def _wait_while_paused(trainer: EpochHost, epoch: int, batch: int) -> bool:
     """Wait while paused; False when a save while paused failed (non-finite weights)."""
     control = trainer.control
     if not control.pause.is_set() or control.stop.is_set():
@@ -86,7 +107,7 @@ def _wait_while_paused(trainer: Trainer, epoch: int, batch: int) -> bool:
     return True
 
 
-def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | None:
+def train_epoch(trainer: EpochHost, epoch: int, start_batch: int = 0) -> str | None:
     """Train epoch `epoch` (0-based) from batch `start_batch`; None when it completed.
 
     Returns "interrupted" or "failed" when the run must end (checkpoint already handled).
@@ -148,7 +169,7 @@ def train_epoch(trainer: Trainer, epoch: int, start_batch: int = 0) -> str | Non
     return None
 
 
-def reset_attack_counter(trainer: Trainer, state: dict | None = None) -> None:
+def reset_attack_counter(trainer: EpochHost, state: dict | None = None) -> None:
     """Zero the epoch's training-attack counts, or restore them from a mid-epoch checkpoint."""
     trainer.attack_counter.reset()
     if state:

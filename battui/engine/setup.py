@@ -1,6 +1,6 @@
-"""Building what a run needs from its config: method, optimiser, LR schedule, speed settings.
+"""Building what a run needs from its config: optimiser, LR schedule, speed settings
+(the method: `battui.methods.method_from_config`).
 
-    method = method_from_config(cfg, num_classes=10)
     optimizer = build_optimizer(cfg.train, model.parameters())
     scheduler = build_scheduler(cfg.train, optimizer)       # stepped once per epoch
     speed = SpeedSettings.resolve(cfg.train, device)        # amp / channels_last / compile
@@ -15,23 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from battui.config import Config, TrainConfig
+from battui.config import TrainConfig
 from battui.errors import UserError
-
-
-def method_from_config(cfg: Config, num_classes: int):
-    """`build_method` with the attack budget from `cfg.attack`, then `cfg.method.params`."""
-    from battui.methods import build_method, method_params
-
-    accepted = method_params(cfg.method.name)
-    params = {k: getattr(cfg.attack, k) for k in ("eps", "step_size", "steps") if k in accepted}
-    params.update(cfg.method.params)
-    if "num_classes" in accepted:
-        params["num_classes"] = num_classes
-    try:
-        return build_method(cfg.method.name, **params)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"method {cfg.method.name}: {exc}") from None
 
 
 def build_optimizer(train: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -51,11 +51,11 @@ from battui.engine.setup import (
     apply_determinism,
     build_optimizer,
     build_scheduler,
-    method_from_config,
     restore_determinism,
     tune_cpu_threads,
 )
 from battui.errors import UserError
+from battui.methods import method_from_config
 
 
 class Trainer:

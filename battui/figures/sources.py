@@ -70,7 +70,7 @@ class Loaded:
 
 def method_name(method: str, params: dict | None) -> str:
     """The paper's row name of a method; the plain name for one battui does not know."""
-    from battui.report.runs import paper_label
+    from battui.methods import paper_label
 
     try:
         return paper_label(method, dict(params or {}))

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from battui.methods.base import AttackRecord, Method, MethodOutput
@@ -47,4 +48,39 @@ def build_method(name: str, **params: Any) -> Method:
     return cls(**params)
 
 
-__all__ = ["METHODS", "AttackRecord", "Method", "MethodOutput", "build_method", "method_params"]
+def method_class(name: str) -> type[Method]:
+    """The registered class of `name` (its label, flags and defaults); ValueError if unknown."""
+    return _method_class(name)
+
+
+def paper_label(name: str, params: dict[str, Any]) -> str:
+    """The paper's row name: `TRADES(1/λ=6)`, `FRL(Reweight+Remargin, 0.05)`, `BAT [alpha=2.0]`.
+
+    Parameters left at their defaults are not shown; the method's `label_head` names the rest."""
+    cls = _method_class(name)
+    plain = lambda v: json.loads(json.dumps(v, default=list))  # noqa: E731  (tuples compare as lists)
+    defaults = plain(cls.defaults())
+    head, shown = cls.label_head(params)
+    rest = {k: v for k, v in params.items() if k not in shown and not (k in defaults and defaults[k] == plain(v))}
+    if rest:
+        head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(rest.items())) + "]"
+    return head
+
+
+def method_from_config(cfg: Any, num_classes: int) -> Method:
+    """`build_method` with the attack budget from `cfg.attack`, then `cfg.method.params`; UserError if refused."""
+    from battui.errors import UserError
+
+    accepted = method_params(cfg.method.name)
+    params = {k: getattr(cfg.attack, k) for k in ("eps", "step_size", "steps") if k in accepted}
+    params.update(cfg.method.params)
+    if "num_classes" in accepted:
+        params["num_classes"] = num_classes
+    try:
+        return build_method(cfg.method.name, **params)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method {cfg.method.name}: {exc}") from None
+
+
+__all__ = ["METHODS", "AttackRecord", "Method", "MethodOutput", "build_method", "method_class", "method_from_config",
+           "method_params", "paper_label"]

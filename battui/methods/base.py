@@ -90,8 +90,10 @@ class Method(abc.ABC):
     the loss forward passes, as the TRADES reference code does.
     """
 
-    name: ClassVar[str] = ""
-    needs_validation: ClassVar[bool] = False
+    name: ClassVar[str] = ""  # the registry name (`--method`)
+    label: ClassVar[str] = ""  # the paper's row name in tables and figures
+    needs_validation: ClassVar[bool] = False  # `end_epoch` gets validation batches
+    fine_tunes_from: ClassVar[str] = ""  # a method whose trained weights this one starts from (FRL: pgd-at)
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10) -> None:
         self.eps = float(eps)
@@ -123,6 +125,16 @@ class Method(abc.ABC):
                 if p.name != "self" and p.default is not inspect.Parameter.empty:
                     out[p.name] = p.default
         return out
+
+    @classmethod
+    def label_head(cls, params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The row name for `params` and the parameters it already shows (others are listed after it)."""
+        return cls.label or cls.name, ()
+
+    @classmethod
+    def fine_tune_schedule(cls, train: Any) -> None:
+        """Adjust a `train` config section for fine-tuning (only for methods with `fine_tunes_from`)."""
+        return None
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:

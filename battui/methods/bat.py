@@ -66,6 +66,7 @@ TABLE2: dict[int, dict[str, object]] = {
 class BAT(Method):
     __doc__ = __doc__
     name = "bat"
+    label = "BAT"
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  beta: float = 6.0, alpha: float = 1.0, xi: float = 0.001,

@@ -93,6 +93,7 @@ def weight_average(avg: dict[str, Tensor] | None, state: dict[str, Tensor], deca
 class CFA(Method):
     __doc__ = __doc__
     name = "cfa"
+    label = "CFA"
     needs_validation = True
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,

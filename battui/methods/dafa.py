@@ -65,6 +65,7 @@ def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
 class DAFA(Method):
     __doc__ = __doc__
     name = "dafa"
+    label = "DAFA"
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  beta: float = 6.0, lam: float = 1.0, warmup: float = 70 / 110, xi: float = 0.001,

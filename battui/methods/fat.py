@@ -41,6 +41,7 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 class FAT(Method):
     __doc__ = __doc__
     name = "fat"
+    label = "FAT"
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  tau_schedule: tuple = (0, 1, 2), tau_milestones: tuple = (50 / 120, 90 / 120),

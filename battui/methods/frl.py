@@ -76,7 +76,23 @@ def class_weights(lam: Tensor) -> Tensor:
 class FRL(Method):
     __doc__ = __doc__
     name = "frl"
+    label = "FRL"
     needs_validation = True
+    fine_tunes_from = "pgd-at"
+    fine_tune_epochs = 0.4  # of the table's train.epochs (at least 1)
+
+    @classmethod
+    def label_head(cls, params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        tau = float(params.get("tau", cls.defaults()["tau"]))
+        return f"FRL(Reweight+Remargin, {tau:g})", ("tau",)
+
+    @classmethod
+    def fine_tune_schedule(cls, train: Any) -> None:
+        """The public code's fine-tuning: a fraction of the epochs at lr/100, weight decay 5e-4, constant lr."""
+        train.epochs = max(1, round(train.epochs * cls.fine_tune_epochs))
+        train.lr = train.lr / 100.0
+        train.weight_decay = 5e-4
+        train.schedule = "constant"
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  beta: float = 1.5, tau: float = 0.05, rate: float = 0.05, rate2: float = 0.2,

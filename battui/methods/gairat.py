@@ -46,6 +46,7 @@ def gair_weights(kappa: Tensor, steps: int, lam: float, dtype: torch.dtype = tor
 class GAIRAT(Method):
     __doc__ = __doc__
     name = "gairat"
+    label = "GAIRAT"
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  lam: float = -1.0, warmup: float = 0.5) -> None:

@@ -33,6 +33,7 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 class PGDAT(Method):
     __doc__ = __doc__
     name = "pgd-at"
+    label = "PGD-AT"
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         res = linf_pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,

@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,6 +37,12 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 class TRADES(Method):
     __doc__ = __doc__
     name = "trades"
+    label = "TRADES"
+
+    @classmethod
+    def label_head(cls, params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        beta = float(params.get("beta", cls.defaults()["beta"]))
+        return f"TRADES(1/λ={beta:g})", ("beta",)
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  beta: float = 6.0, xi: float = 0.001) -> None:

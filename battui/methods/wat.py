@@ -57,6 +57,7 @@ def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
 class WAT(Method):
     __doc__ = __doc__
     name = "wat"
+    label = "WAT"
     needs_validation = True
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,

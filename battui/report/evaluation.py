@@ -125,12 +125,6 @@ def summarize(result: dict) -> dict[str, Any]:
     }
 
 
-def method_label(cfg) -> str:
-    """A short name for a checkpoint's method: `bat`, `trades(beta=6)`."""
-    params = ",".join(f"{k}={v}" for k, v in sorted((cfg.method.params or {}).items()))
-    return f"{cfg.method.name}({params})" if params else cfg.method.name
-
-
 def evaluate_checkpoint(
     path: str | Path,
     spec: AttackSpec | None = None,

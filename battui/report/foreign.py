@@ -143,10 +143,14 @@ def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = 
         label_info = {**(label_info or {}), "normalize": opts.normalize}
     model.to(device).eval()
     if ckpt.get("format") is not None:
-        from battui.report.evaluation import method_label
-
         label, method = method_label(cfg), {"name": cfg.method.name, "params": dict(cfg.method.params or {})}
     else:
         label, method = where.stem, {"name": "external", "params": {"model": cfg.model.name}}
     return Opened(model=model, cfg=cfg, state=state, path=where, label=label, method=method,
                   epoch=ckpt.get("epoch"), data_info=info, splits=splits, identity=label_info)
+
+
+def method_label(cfg) -> str:
+    """A short name for a checkpoint's method: `bat`, `trades(beta=6)`."""
+    params = ",".join(f"{k}={v}" for k, v in sorted((cfg.method.params or {}).items()))
+    return f"{cfg.method.name}({params})" if params else cfg.method.name

@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,89 +26,10 @@ from rich.table import Table
 from rich.text import Text
 
 from battui.errors import UserError
+from battui.report.latex import to_latex
+from battui.report.sections import Bar, MeanStd, Section, cell_text, lowest_bold  # noqa: F401  (re-exported)
 
 FORMATS = ("rich", "markdown", "csv", "json", "latex")
-BAR_WIDTH = 12
-_EIGHTHS = " ▏▎▍▌▋▊▉█"
-
-
-@dataclass
-class Bar:
-    """A percentage drawn as a bar; `delta` (points) against the reference column, if any."""
-
-    value: float
-    delta: float | None = None
-
-    def bar(self, width: int = BAR_WIDTH) -> str:
-        filled = max(0.0, min(self.value, 100.0)) / 100.0 * width
-        full = int(filled)
-        rest = _EIGHTHS[int((filled - full) * 8)] if full < width else ""
-        return ("█" * full + rest.strip()).ljust(width)
-
-    def number(self) -> str:
-        out = f"{self.value:.1f}"
-        if self.delta is not None:
-            out += f" ({self.delta:+.1f})"
-        return out
-
-
-@dataclass
-class Section:
-    """One titled table. `bold` holds (row, column) cells to emphasise; `notes` print under it."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    bold: set[tuple[int, int]] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-
-
-def cell_text(value: Any) -> str:
-    """Plain text for one cell (Markdown, CSV, and the Rich fallback)."""
-    if value is None:
-        return "–"
-    if isinstance(value, Bar):
-        return f"{value.bar()} {value.number()}"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.2f}"
-    return str(value)
-
-
-def lowest_bold(rows: list[list[Any]], columns: range | list[int]) -> set[tuple[int, int]]:
-    """Cells holding the lowest number of each column (ties all bold), as the paper marks the best."""
-    out: set[tuple[int, int]] = set()
-    for c in columns:
-        values = [(_number(row[c]), r) for r, row in enumerate(rows)]
-        values = [(v, r) for v, r in values if v is not None]
-        if len(values) < 2:
-            continue
-        best = min(v for v, _ in values)
-        out |= {(r, c) for v, r in values if abs(v - best) < 1e-9}
-    return out
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, Bar):
-        return value.value
-    if isinstance(value, MeanStd):
-        return value.mean
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
-        return float(value)
-    return None
-
-
-@dataclass
-class MeanStd:
-    """mean ± std over seeds (std 0 for a single seed)."""
-
-    mean: float
-    std: float
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
-
-
 def _rich_cell(value: Any, bold: bool) -> Text:
     if isinstance(value, Bar):
         text = Text(value.bar(), style="cyan")
@@ -236,12 +156,6 @@ def resolve_format(fmt: str | None, output: str | None) -> str:
     return "rich"
 
 
-def _latex(sections: list[Section]) -> str:
-    from battui.report.latex import to_latex  # it imports this module
-
-    return to_latex(sections)
-
-
 def emit(sections: list[Section], data: Any, *, fmt: str, output: str | Path | None, console: Console) -> None:
     """Write the report in `fmt` to `output` (a file checked by `output.check_output`) or to the console."""
     from battui.report.output import MARKER, write_report
@@ -259,7 +173,7 @@ def emit(sections: list[Section], data: Any, *, fmt: str, output: str | Path | N
     if fmt == "json" and isinstance(data, dict):
         data = {"written_by": MARKER, **data}
     text = {"markdown": lambda: to_markdown(sections), "csv": lambda: to_csv(sections), "json": lambda: to_json(data),
-            "latex": lambda: _latex(sections)}[fmt]()
+            "latex": lambda: to_latex(sections)}[fmt]()
     if output:
         write_report(Path(output), text)
     else:

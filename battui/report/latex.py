@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from battui.report.formats import Bar, MeanStd, Section
+from battui.report.sections import Bar, MeanStd, Section
 
 _ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",

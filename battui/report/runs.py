@@ -9,12 +9,11 @@ resolved config (preset, data, model, attack, method and its parameters,
 training and evaluation settings, seed) and its event stream ends with
 `run_finished: completed`; otherwise the sweep trains it (battui.report.sweep).
 
-FRL fine-tunes a pre-trained robust model (docs/DESIGN.md section 3.2): for each seed the
-table first trains (or reuses) the PGD-AT run of that seed and starts FRL from
-its final weights (`checkpoints/last.pt`). The reference fine-tunes 40 epochs at lr 1e-3 (weight decay 5e-4)
-after ~100 epochs of pre-training at lr 0.1; scaled to the preset that is
-`FRL_EPOCH_FRACTION` x train.epochs (at least 1) at lr = train.lr / 100,
-weight decay 5e-4, constant schedule.
+A method with `fine_tunes_from` (FRL, docs/DESIGN.md section 3.2) fine-tunes a pre-trained
+robust model: for each seed the table first trains (or reuses) that method's run of the
+seed and starts from its final weights (`checkpoints/last.pt`), on the schedule the
+method's `fine_tune_schedule` sets (FRL: 0.4 x train.epochs at lr / 100, weight decay
+5e-4, constant; the reference fine-tunes 40 epochs at lr 1e-3 after ~100 at lr 0.1).
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ import yaml
 
 from battui.config import Config, load_config, read_config
 from battui.errors import UserError
+from battui.methods import method_class, paper_label
 
-FRL_EPOCH_FRACTION = 0.4
 # The table evaluates each run's final weights, as the paper reports final models (best.pt is
 # picked on the validation split); a weight-averaging method's final weights are its average.
 FINAL = "last.pt"
@@ -44,7 +43,6 @@ def final_weights(run_dir: Path) -> Path:
 _COSMETIC = {"train": ("log_every", "attack_stats_every"),
              "run": ("root", "name", "device", "tensorboard", "on_hangup")}
 
-LABELS = {"pgd-at": "PGD-AT", "trades": "TRADES", "frl": "FRL", "fat": "FAT", "gairat": "GAIRAT", "bat": "BAT"}
 TABLE2_TEXT = {
     1: ("L_source(x_clean, x_adv)", "NA"),
     2: ("L_source(x_clean, x_adv)", "L_target(x_clean)"),
@@ -68,25 +66,6 @@ class MethodRow:
     def __post_init__(self) -> None:
         self.label = self.label or paper_label(self.method, self.params)
         self.cells = self.cells or [self.label]
-
-
-def paper_label(method: str, params: dict[str, Any]) -> str:
-    """The paper's row names: `TRADES(1/λ=6)`, `FRL(Reweight+Remargin, 0.05)`, `BAT`."""
-    from battui.methods import method_params
-
-    defaults = json.loads(json.dumps(method_params(method), default=list))  # tuples compare as lists
-    rest = {k: v for k, v in params.items() if not (k in defaults and defaults[k] == json.loads(json.dumps(v)))}
-    if method == "trades":
-        head = f"TRADES(1/λ={float(params.get('beta', defaults['beta'])):g})"
-        rest.pop("beta", None)
-    elif method == "frl":
-        head = f"FRL(Reweight+Remargin, {float(params.get('tau', defaults['tau'])):g})"
-        rest.pop("tau", None)
-    else:
-        head = LABELS.get(method, method)
-    if rest:
-        head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(rest.items())) + "]"
-    return head
 
 
 def _split_top(text: str, sep: str) -> list[str]:
@@ -176,14 +155,12 @@ def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") 
     sets = [*plan.overrides, *row.overrides, f"method.name={row.method}", f"train.seed={seed}"]
     sets += [f"method.params.{k}={json.dumps(v)}" for k, v in row.params.items()]
     cfg = load_config(plan.preset, sets)
-    if row.method == "frl":
+    method = method_class(row.method)
+    if method.fine_tunes_from:
         if not init_from:
-            raise UserError("FRL needs a pre-trained robust model (train.init_from)")
+            raise UserError(f"{method.label} fine-tunes a pre-trained {method.fine_tunes_from} model (train.init_from)")
         cfg.train.init_from = init_from
-        cfg.train.epochs = max(1, round(cfg.train.epochs * FRL_EPOCH_FRACTION))
-        cfg.train.lr = cfg.train.lr / 100.0
-        cfg.train.weight_decay = 5e-4
-        cfg.train.schedule = "constant"
+        method.fine_tune_schedule(cfg.train)
     return cfg
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from battui.config import Config
 from battui.errors import UserError
+from battui.methods import method_class, paper_label
 from battui.report.launch_settings import LaunchSettings
 from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
 from battui.report.progress import Snapshot, TableProgress
@@ -85,18 +86,20 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
 
     cells = []
     for seed in range(plan.seeds):
-        pretrained: dict[tuple[str, ...], PlannedRun] = {}  # per --sweep setting
+        pretrained: dict[tuple[str, tuple[str, ...]], PlannedRun] = {}  # per source method and --sweep setting
         for index, row in enumerate(plan.rows):
             init_from, after, setting = "", None, tuple(row.overrides)
-            if row.method == "frl":
-                if setting not in pretrained:
-                    base = run_config(plan, MethodRow("pgd-at", overrides=row.overrides), seed)
-                    pretrained[setting] = add(base, f"pre-trained PGD-AT{_suffix(row)}, seed {seed}")
-                after = pretrained[setting]
+            source = method_class(row.method).fine_tunes_from  # FRL fine-tunes a PGD-AT model
+            if source:
+                if (source, setting) not in pretrained:
+                    base = run_config(plan, MethodRow(source, overrides=row.overrides), seed)
+                    pretrained[source, setting] = add(base, f"pre-trained {paper_label(source, {})}{_suffix(row)}, "
+                                                            f"seed {seed}")
+                after = pretrained[source, setting]
                 init_from = str(after.run_dir / "checkpoints" / FINAL)
             run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
-            if row.method == "pgd-at" and not row.params and setting not in pretrained:
-                pretrained[setting] = run
+            if not row.params and (row.method, setting) not in pretrained:
+                pretrained[row.method, setting] = run
             cells.append((index, run))
     return list(runs.values()), cells
 
