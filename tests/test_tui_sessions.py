@@ -185,7 +185,7 @@ def test_d_detaches_the_foreground_dashboard_and_the_run_goes_on(tmp_path):
         assert handed["status"] == "interrupted" and "detached" in handed["reason"]
         saved = [e for e in events(run) if e["type"] == "checkpoint"][-1]
         restart = of_type(run, "run_started")[1]
-        assert (restart["start_epoch"], restart["start_batch"]) == (saved["epoch"], _batch_of(run))
+        assert (restart["start_epoch"], restart["start_batch"]) == (saved["epoch"], _batch_of(run, saved["epoch"]))
         send_command(run, "stop")
         assert wait_for(lambda: not running(second), timeout=60)
         assert of_type(run, "run_finished")[-1]["status"] == "interrupted"
@@ -195,14 +195,17 @@ def test_d_detaches_the_foreground_dashboard_and_the_run_goes_on(tmp_path):
         kill(second)
 
 
-def _batch_of(run: Path) -> int:
-    """Batches done in the epoch where the hand-over saved (its last batch event before the second start)."""
-    seen, last = 0, 0
+def _batch_of(run: Path, epoch: int) -> int:
+    """Batches done in `epoch` when the hand-over saved (the last batch event before the second start).
+
+    A save after an epoch's last batch resumes that epoch at batch == batches (its end-of-epoch work,
+    validation and scheduler, is still to do); a save before any batch of `epoch` resumes at 0."""
+    seen, last = 0, (-1, 0)
     for event in events(run):
         if event["type"] == "run_started":
             seen += 1
             if seen == 2:
-                return last
+                break
         elif event["type"] == "batch":
-            last = event["batch"] % event["batches"]
-    return last
+            last = (event["epoch"], event["batch"])
+    return last[1] if last[0] == epoch else 0
