@@ -44,6 +44,11 @@ def test_cnn_is_three_convolutions_and_depth_2_keeps_the_older_network() -> None
     assert sum(p.numel() for p in old.parameters()) == 320 + 18496 + 131200 + 1290
     with pytest.raises(ValueError, match="depth must be 2 or 3"):
         SmallCNN(10, 1, depth=4)
+    seen = []
+    deep.features.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[-2:])))
+    for size in (8, 15, 16, 28):
+        deep(torch.rand(2, 1, size, size))
+    assert seen == [(8, 8), (15, 15), (8, 8), (14, 14)]  # pooled once more from 16 px up
 
 
 @pytest.mark.parametrize("name", ["resnet18", "preact-resnet18"])
