@@ -3,6 +3,7 @@
     write_cifar10(tmp_path)        # tmp_path/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
     write_cifar100(tmp_path)       # tmp_path/cifar-100-python/{train,test,meta}
     write_imagenette(tmp_path)     # tmp_path/imagenette2-160/{train,val}/<wnid>/*.JPEG
+    write_fashion_mnist(tmp_path)  # tmp_path/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 
 Then `--set data.root=<tmp_path>` finds them. Every image encodes its label so a
 test can check that images and labels stay paired: the red channel is
@@ -11,7 +12,9 @@ test can check that images and labels stay paired: the red channel is
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -99,4 +102,35 @@ def write_imagenette(
                 pixels[..., 1] = 255 - label_value(label)
                 pixels[..., 2] = rng.integers(100, 156)
                 Image.fromarray(pixels).save(folder / split / wnid / f"{wnid}_{i}.JPEG", quality=95)
+    return folder
+
+
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding: 0, 0, type 0x08 (unsigned byte), ndim, each dimension a big-endian uint32, then the bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_fashion_mnist(root: str | Path, n_per_class: int = 6, n_test_per_class: int = 2, gz: bool = True,
+                        size: int = 28, seed: int = 0) -> Path:
+    """The four Fashion-MNIST IDX files in `root` (gzipped or plain). Image pixel [0, 0] is
+    `label_value(label)` and the top row the same; the rest is noise."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, per_class in (("train", n_per_class), ("t10k", n_test_per_class)):
+        labels = _labels(10, per_class, rng).astype(np.uint8)
+        images = rng.integers(0, 256, size=(len(labels), size, size), dtype=np.uint8)
+        images[:, 0, :] = np.array([label_value(int(c)) for c in labels], dtype=np.uint8)[:, None]
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = _idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
     return folder

@@ -20,6 +20,8 @@ REQUIRED_PRESETS = {
     "cifar100-resnet18",
     "imagenette-resnet18",
     "cifar10-wrn28-10",
+    "fmnist-cnn",
+    "fmnist-cnn-small",
 }
 
 

@@ -33,6 +33,24 @@ def test_cnn_any_size_small_and_differentiable(size: int, channels: int, classes
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_cnn_is_three_convolutions_and_depth_2_keeps_the_older_network() -> None:
+    from battui.models import SmallCNN
+
+    convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
+    deep, old = build_model("cnn", 10, in_channels=1), SmallCNN(10, 1, depth=2)
+    assert [c.out_channels for c in convs(deep)] == [16, 32, 64] and [c.out_channels for c in convs(old)] == [32, 64]
+    # 16*9+16 + 16*32*9+32 + 32*64*9+64 + 1024*128+128 + 128*10+10, and the two-conv count likewise
+    assert sum(p.numel() for p in deep.parameters()) == 160 + 4640 + 18496 + 131200 + 1290
+    assert sum(p.numel() for p in old.parameters()) == 320 + 18496 + 131200 + 1290
+    with pytest.raises(ValueError, match="depth must be 2 or 3"):
+        SmallCNN(10, 1, depth=4)
+    seen = []
+    deep.features.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[-2:])))
+    for size in (8, 15, 16, 28):
+        deep(torch.rand(2, 1, size, size))
+    assert seen == [(8, 8), (15, 15), (8, 8), (14, 14)]  # pooled once more from 16 px up
+
+
 @pytest.mark.parametrize("name", ["resnet18", "preact-resnet18"])
 def test_resnets_logits_for_cifar_and_small_inputs(name: str) -> None:
     model = build_model(name, 10)

@@ -13,7 +13,7 @@ def presets_command() -> None:
     """List the presets: name, dataset, model, method and a one-line description."""
     table = Table(title="battui presets", title_justify="left")
     for col in ("preset", "dataset", "model", "method", "description"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "preset")  # names stay copyable
     for name in list_presets():
         cfg = load_config(name)
         table.add_row(name, cfg.data.name, cfg.model.name, cfg.method.name, cfg.description)

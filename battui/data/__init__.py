@@ -7,10 +7,12 @@
 
 Datasets (`data.name`): digits (scikit-learn's bundled 8x8 digits, the default),
 synthetic (generated, classes of unequal difficulty), cifar10, cifar100
-(python-pickle release under `data.root`), imagenette (fastai folder layout).
+(python-pickle release under `data.root`), imagenette (fastai folder layout),
+fashion-mnist (IDX files under `data.root` or Debian's /usr/share/datasets).
 `data.classes` keeps a subset of classes (indices or names; labels become
 0..k-1 in the order given). `val_per_class` images per class are held out of
-the training set (0 = no val split; the engine then validates on test).
+the training set (0 = no val split; the engine then validates on test);
+`train_per_class` keeps a stratified subset of the rest for training (0 = all).
 A missing dataset raises `UserError` saying where it looked and how to get it.
 """
 
@@ -20,7 +22,7 @@ from battui.data.batches import Batches, crop_flip
 from battui.data.splits import ArraySplit, DataSplits, Pool, assemble
 from battui.errors import UserError
 
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenette")
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenette", "fashion-mnist")
 
 __all__ = ["DATASETS", "ArraySplit", "Batches", "DataSplits", "build_datasets", "crop_flip"]
 
@@ -46,6 +48,10 @@ def _pools(cfg, seed: int) -> tuple[Pool, Pool | None]:
         from battui.data.imagenette import load_imagenette_pools
 
         return load_imagenette_pools(cfg.root, cfg.image_size, download=cfg.download)
+    if cfg.name == "fashion-mnist":
+        from battui.data.fashion_mnist import load_fashion_mnist_pools
+
+        return load_fashion_mnist_pools(cfg.root, download=cfg.download)
     raise UserError(f"unknown dataset '{cfg.name}'; datasets: {', '.join(DATASETS)}")
 
 

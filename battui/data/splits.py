@@ -3,7 +3,8 @@
 A dataset loader returns a `Pool` (all its images and labels, plus an official
 test pool when the dataset has one); `assemble` then cuts the stratified test
 split (datasets without an official test split) and the stratified validation
-hold-out, keeps the class subset, resizes if asked, and returns `DataSplits`.
+hold-out, takes the stratified training subset (`data.train_per_class`), keeps
+the class subset, resizes if asked, and returns `DataSplits`.
 
     pool = Pool(images, labels, classes=["0", "1", ...])
     splits = assemble(pool, None, cfg, seed=0)
@@ -103,6 +104,16 @@ def stratified_split(
     return cat(rest), cat(held)
 
 
+def stratified_subset(labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `per_class` images of each class, drawn at random (seeded); all of a smaller class."""
+    gen = torch.Generator().manual_seed(int(seed))
+    keep = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.sort(torch.cat(keep))[0] if keep else torch.zeros(0, dtype=torch.long)
+
+
 def resolve_classes(wanted: list | None, classes: list[str]) -> list[int]:
     """`data.classes` (indices or names, in the order given) -> source class indices."""
     if not wanted:
@@ -149,7 +160,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def assemble(train: Pool, test: Pool | None, cfg, seed: int = 0) -> DataSplits:
-    """Test split (when `test` is None) -> val hold-out -> class subset -> resize.
+    """Test split (when `test` is None) -> val hold-out -> training subset -> class subset -> resize.
 
     The splits are cut over all classes before the subset is taken, so a class
     subset sees exactly the images the full dataset puts in each split.
@@ -170,6 +181,11 @@ def assemble(train: Pool, test: Pool | None, cfg, seed: int = 0) -> DataSplits:
         train_split, val_split = full.subset(rest), full.subset(held)
     else:
         train_split, val_split = full, empty_like(full)
+    if cfg.train_per_class < 0:
+        raise UserError(f"data.train_per_class must be >= 0 (0 = all), got {cfg.train_per_class}")
+    if cfg.train_per_class:
+        train_split = train_split.subset(
+            stratified_subset(train_split.labels, num_source, cfg.train_per_class, seed=seed + 2))
     test_split = ArraySplit(test.images, test.labels)
     splits = [select_classes(s, keep, num_source) for s in (train_split, val_split, test_split)]
     if cfg.image_size:

@@ -5,7 +5,7 @@
     model = build_model("cnn", num_classes=10, in_channels=1)        # digits
     logits = model(x)                                               # x float [B,C,H,W] in [0,1]
 
-Names (`MODELS`): "cnn" (small 2-conv CNN, cnn.py), "resnet18" (He et al. 2016,
+Names (`MODELS`): "cnn" (small 3-conv CNN, cnn.py), "resnet18" (He et al. 2016,
 resnet.py), "preact-resnet18" (He et al. 2016b, preact_resnet.py), "wrn-28-10" and
 "wrn-34-10" (Zagoruyko & Komodakis 2016, wide_resnet.py). Every model takes any
 input size >= 8 and any number of channels and classes. Inputs are not normalised
