@@ -46,6 +46,17 @@ def _inherited(path: Path) -> int | None:
     return fd
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another user counts; a zombie still does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def recorded_pid(run_dir: str | Path) -> int | None:
     """The pid written in the lock file: the live owner's, or the last one's if it was killed (SIGKILL)."""
     return _read_pid(Path(run_dir) / LOCK_NAME)

@@ -18,22 +18,27 @@ from torch import nn
 
 
 class PreActBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    """Pre-activation basic block (He et al. 2016), shared with the WideResNets; `dropout` between the convs."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.dropout = dropout
         self.shortcut = None
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
+        # As in the reference code, a changed shape takes its shortcut from the activated input.
         shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + shortcut
+        out = F.relu(self.bn2(self.conv1(out)))
+        if self.dropout:
+            out = F.dropout(out, p=self.dropout, training=self.training)
+        return self.conv2(out) + shortcut
 
 
 class PreActResNet18(nn.Module):

@@ -17,27 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class WideBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.dropout = dropout
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        # As in the reference code, a changed shape takes its shortcut from the activated input.
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = F.relu(self.bn2(self.conv1(out)))
-        if self.dropout:
-            out = F.dropout(out, p=self.dropout, training=self.training)
-        return self.conv2(out) + shortcut
+from battui.models.preact_resnet import PreActBlock
 
 
 class WideResNet(nn.Module):
@@ -53,7 +33,7 @@ class WideResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         stages, in_planes = [], widths[0]
         for planes, stride in zip(widths[1:], (1, 2, 2), strict=True):
-            blocks = [WideBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1, dropout)
+            blocks = [PreActBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1, dropout)
                       for i in range(n)]
             stages.append(nn.Sequential(*blocks))
             in_planes = planes

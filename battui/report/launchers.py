@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from battui.engine.runlock import process_exists
 from battui.errors import UserError
 from battui.report.launch_settings import LAUNCHERS, LaunchSettings
 
@@ -61,12 +62,8 @@ def write_job_record(run_dir: Path, record: dict[str, Any]) -> None:
 
 def _pid_runs(pid: int, marker: str) -> bool:
     """Is `pid` alive and (where /proc tells) a process whose command line contains `marker`?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     if not cmdline.exists():
         return True

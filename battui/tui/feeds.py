@@ -26,7 +26,7 @@ from textual.message import Message
 
 from battui.engine.channel import send_command
 from battui.engine.events import follow_events, read_events
-from battui.engine.runlock import live_pid, recorded_pid
+from battui.engine.runlock import live_pid, process_exists, recorded_pid
 from battui.errors import UserError
 from battui.tui.state import RunState
 from battui.tui.widgets.common import format_duration
@@ -60,13 +60,7 @@ def pid_alive(pid: int) -> bool:
         pass
     except OSError:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_exists(pid)
 
 
 class Feed:
