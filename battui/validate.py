@@ -137,6 +137,8 @@ def validate_config(cfg) -> None:
     check_number("data.per_class", d.per_class, 2, 1_000_000)
     _choice("data.on_device", d.on_device, SWITCHES)
     _choice("model.name", cfg.model.name, MODELS)
+    if cfg.model.depth not in ((0, 2, 3) if cfg.model.name == "cnn" else (0,)):
+        raise UserError(f"model.depth={cfg.model.depth}: only the cnn takes a depth (2 or 3; 0 = its default)")
 
     a = cfg.attack
     check_number("attack.eps", a.eps, 0.0, 1.0, low_open=True, hint=" (images are in [0, 1])")

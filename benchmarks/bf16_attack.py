@@ -34,7 +34,7 @@ import torch
 from battui.attacks import run_pgd
 from battui.data.synthetic import make_synthetic_pool
 from battui.methods import build_method
-from battui.models import build_model
+from battui.models import build_model, model_options
 
 EPS, STEP = 8 / 255, 2 / 255
 
@@ -78,7 +78,8 @@ def from_run(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     splits = build_datasets(cfg.data, seed=cfg.train.seed)
     ckpt_path = run / "checkpoints" / "best.pt"
     ckpt = load_checkpoint(ckpt_path if ckpt_path.exists() else run / "checkpoints" / "last.pt")
-    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        **model_options(cfg.model))
     model.load_state_dict(ckpt["model"])
     global EPS, STEP
     EPS, STEP = cfg.eval.eps, cfg.eval.step_size

@@ -111,7 +111,7 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
     try:
         with EvalProgress(console, "m.pt") as shown:
             result = evaluate(model, Batches(test, 16), num_classes=10, limit=32,
-                              spec=AttackSpec(name="autoattack", eps=0.03), progress=shown.stage,
+                              spec=AttackSpec(name="autoattack", eps=0.1), progress=shown.stage,
                               on_clean=shown.clean,
                               reduced_for_tests=ReducedBudget(apgd_iter=10, fab_iter=3, square_queries=50))
             bars = {t.description.strip(): (t.completed, t.total) for t in shown.bars.tasks}

@@ -71,9 +71,10 @@ def test_torchrun_method_validation_is_sharded_and_summed(tmp_path):
     assert info["val_samples"] == len(splits.val)
     # FRL's clean error per class from the rank-summed counts equals one pass over the whole
     # split with the same weights (validation ran after the only epoch; last.pt holds them)
-    from battui.models import build_model
+    from battui.models import build_model, model_options
 
-    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        **model_options(cfg.model))
     model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
     model.eval()
     with torch.no_grad():

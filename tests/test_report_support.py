@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from battui.config import Config, load_config
 from battui.data import Batches, build_datasets
 from battui.engine.checkpoint import save_checkpoint
-from battui.models import build_model
+from battui.models import build_model, model_options
 
 
 def tiny_config(overrides: tuple[str, ...] = ()) -> Config:
@@ -26,7 +26,8 @@ def make_checkpoint(path: Path, cfg: Config, *, seed: int = 0, train_steps: int 
     """Write a battui checkpoint of a cnn for `cfg`'s data, trained `train_steps` clean Adam steps."""
     splits = build_datasets(cfg.data, seed=cfg.train.seed)
     torch.manual_seed(seed)
-    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+    model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        **model_options(cfg.model))
     if train_steps:
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         step, epoch = 0, 0

@@ -89,14 +89,15 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     Returns (model, config, checkpoint dict).
     """
     from battui.config import config_from_dict
-    from battui.models import build_model
+    from battui.models import build_model, model_options
 
     ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"])
     info = ckpt.get("data_info") or {}  # num_classes, in_channels, classes, image_size
     num_classes = int(info.get("num_classes", 10))
     in_channels = int(info.get("in_channels", 3))
-    model = build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels)
+    model = build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels,
+                        **model_options(cfg.model))
     load_model_state(model, ckpt["model"], ckpt["path"])
     model.to(device).eval()
     return model, cfg, ckpt

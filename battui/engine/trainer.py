@@ -88,7 +88,7 @@ class Trainer:
     def prepare(self) -> Trainer:
         """Build everything and create the run directory; `UserError` on bad input."""
         from battui.data import Batches, build_datasets
-        from battui.models import build_model
+        from battui.models import build_model, model_options
         from battui.validate import validate_config
 
         cfg = self.cfg
@@ -131,7 +131,8 @@ class Trainer:
 
         torch.manual_seed(seed)
         try:
-            self.model = build_model(cfg.model.name, num_classes=k, in_channels=splits.in_channels)
+            self.model = build_model(cfg.model.name, num_classes=k, in_channels=splits.in_channels,
+                                     **model_options(cfg.model))
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.method = method_from_config(cfg, num_classes=k)

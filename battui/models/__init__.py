@@ -29,7 +29,8 @@ from battui.models.wide_resnet import WideResNet
 
 MODELS = ("cnn", "resnet18", "preact-resnet18", "wrn-28-10", "wrn-34-10")
 
-__all__ = ["MODELS", "Normalized", "PreActResNet18", "ResNet18", "SmallCNN", "WideResNet", "build_model"]
+__all__ = ["MODELS", "Normalized", "PreActResNet18", "ResNet18", "SmallCNN", "WideResNet", "build_model",
+           "model_options"]
 
 
 class Normalized(nn.Module):
@@ -43,6 +44,11 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+def model_options(model_cfg) -> dict:
+    """The `build_model` keywords a config's `model` section sets (the cnn's depth)."""
+    return {"depth": model_cfg.depth} if getattr(model_cfg, "depth", 0) else {}
 
 
 def build_model(

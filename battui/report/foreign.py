@@ -108,7 +108,7 @@ def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = 
     """Rebuild the model of a battui or foreign checkpoint, weights loaded, eval mode, on `device`."""
     from battui.data import build_datasets
     from battui.engine.checkpoint import load_model_state
-    from battui.models import MODELS, Normalized, build_model
+    from battui.models import MODELS, Normalized, build_model, model_options
     from battui.models.keymap import fit_state, unwrap_state
 
     cfg, ckpt = open_config(path, opts)
@@ -127,7 +127,8 @@ def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = 
         label_info = {"model": cfg.model.name, "normalize": opts.normalize}
     in_channels = int(info.get("in_channels", 3))
     try:
-        model = build_model(cfg.model.name, num_classes=int(info.get("num_classes", 10)), in_channels=in_channels)
+        model = build_model(cfg.model.name, num_classes=int(info.get("num_classes", 10)), in_channels=in_channels,
+                            **model_options(cfg.model))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if label_info is None:
