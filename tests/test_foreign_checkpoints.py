@@ -192,7 +192,9 @@ def test_foreign_state_dict_gives_the_numbers_of_the_same_weights_as_a_battui_ch
     theirs = tmp_path / "theirs.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, theirs)
     records = {}
-    for name, extra in (("ours", []), ("theirs", ["--model", "cnn", "--dataset", "synthetic"])):
+    # synthetic-tiny trains the 2-conv cnn; weights from elsewhere say so with --set model.depth=2
+    foreign = ["--model", "cnn", "--dataset", "synthetic", "--set", "model.depth=2"]
+    for name, extra in (("ours", []), ("theirs", foreign)):
         out = tmp_path / f"{name}.json"
         path = ours if name == "ours" else theirs
         code, _, err = run_cli(capsys, "eval", str(path), *extra, "-f", "json", "-o", str(out))
@@ -204,8 +206,7 @@ def test_foreign_state_dict_gives_the_numbers_of_the_same_weights_as_a_battui_ch
     assert records["theirs"]["label"] == "theirs" and records["theirs"]["foreign"]["model"] == "cnn"
     assert records["theirs"]["attack"]["precision"] == "fp32"
     # compare takes foreign files the same way
-    code, md, err = run_cli(capsys, "compare", str(ours), str(theirs), "--model", "cnn", "--dataset", "synthetic",
-                            "-f", "markdown")
+    code, md, err = run_cli(capsys, "compare", str(ours), str(theirs), *foreign, "-f", "markdown")
     assert code == 0, err
     assert "A: pgd-at" in md and "B: theirs" in md
 
@@ -218,8 +219,8 @@ def test_normalisation_outside_the_network(tmp_path, capsys) -> None:
     torch.save(state, path)
     mean, std = torch.tensor([0.3, 0.5, 0.7]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
     norm = "0.3,0.5,0.7/0.2,0.25,0.3"
-    opened = open_for_eval(path, Foreign(model="cnn", dataset="synthetic", normalize=norm))
-    plain = build_model("cnn", 10, in_channels=3)
+    opened = open_for_eval(path, Foreign(model="cnn", dataset="synthetic", normalize=norm, sets=("model.depth=2",)))
+    plain = build_model("cnn", 10, in_channels=3, depth=2)  # synthetic-tiny's cnn
     plain.load_state_dict(state)
     x, y = opened.splits.test.float_images(), opened.splits.test.labels
     with torch.no_grad():
@@ -227,7 +228,7 @@ def test_normalisation_outside_the_network(tmp_path, capsys) -> None:
         assert torch.allclose(opened.model(x), by_hand, atol=1e-5)
     out = tmp_path / "eval.json"
     code, _, err = run_cli(capsys, "eval", str(path), "--model", "cnn", "--dataset", "synthetic", "--normalize", norm,
-                           "--steps", "2", "-f", "json", "-o", str(out))
+                           "--set", "model.depth=2", "--steps", "2", "-f", "json", "-o", str(out))
     assert code == 0, err
     result = json.loads(out.read_text())["result"]
     wrong = by_hand.argmax(1) != y

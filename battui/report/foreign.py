@@ -92,7 +92,8 @@ def _config(path: Path, ckpt: dict, opts: Foreign):
         raise UserError(f"{path} is not a battui checkpoint (no config inside); to evaluate weights saved by "
                         "other code, say what they are: --model NAME --dataset NAME (e.g. --model resnet18 "
                         "--dataset cifar10)")
-    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", *opts.sets])
+    # The model's own defaults (a preset's cnn depth says nothing of another file); --set model.depth=2 for others.
+    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", "model.depth=0", *opts.sets])
 
 
 def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
