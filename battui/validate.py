@@ -139,6 +139,11 @@ def validate_config(cfg) -> None:
     _choice("model.name", cfg.model.name, MODELS)
     if cfg.model.depth not in ((0, 2, 3) if cfg.model.name == "cnn" else (0,)):
         raise UserError(f"model.depth={cfg.model.depth}: only the cnn takes a depth (2 or 3; 0 = its default)")
+    if cfg.model.width and cfg.model.name != "cnn":
+        raise UserError(f"model.width={cfg.model.width}: only the cnn takes a width (0 = the model's default)")
+    check_number("model.width", cfg.model.width, 0, 1024, hint=" (cnn channels; 0 = its default, 32)")
+    if cfg.model.width % 2:
+        raise UserError(f"model.width={cfg.model.width}: the cnn's width must be even (its first convolution has width/2)")
 
     a = cfg.attack
     check_number("attack.eps", a.eps, 0.0, 1.0, low_open=True, hint=" (images are in [0, 1])")

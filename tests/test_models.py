@@ -51,6 +51,22 @@ def test_cnn_is_three_convolutions_and_depth_2_keeps_the_older_network() -> None
     assert seen == [(8, 8), (15, 15), (8, 8), (14, 14)]  # pooled once more from 16 px up
 
 
+def test_cnn_depth_and_width_are_read_from_weights_where_the_config_leaves_them_at_0() -> None:
+    from battui.config import load_config
+    from battui.models import SmallCNN, model_options
+
+    cfg = load_config("digits-cnn", ["model.depth=0", "model.width=0"]).model
+    for depth, width in ((2, 32), (3, 32), (3, 24), (2, 16)):
+        state = Normalized(SmallCNN(10, 1, width=width, depth=depth), [0.5], [0.5]).state_dict()  # "model." prefix
+        options = model_options(cfg, state)
+        assert options == {"depth": depth, "width": width}
+        build_model("cnn", 10, in_channels=1, **options).load_state_dict(SmallCNN(10, 1, width=width, depth=depth).state_dict())
+    # what the config says wins; no weights, no guess
+    assert model_options(load_config("digits-cnn", ["model.depth=3", "model.width=0"]).model,
+                         SmallCNN(10, 1, depth=2).state_dict()) == {"depth": 3, "width": 32}
+    assert model_options(cfg) == {}
+
+
 @pytest.mark.parametrize("name", ["resnet18", "preact-resnet18"])
 def test_resnets_logits_for_cifar_and_small_inputs(name: str) -> None:
     model = build_model(name, 10)

@@ -97,7 +97,7 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     num_classes = int(info.get("num_classes", 10))
     in_channels = int(info.get("in_channels", 3))
     model = build_model(cfg.model.name, num_classes=num_classes, in_channels=in_channels,
-                        **model_options(cfg.model))
+                        **model_options(cfg.model, ckpt["model"]))
     load_model_state(model, ckpt["model"], ckpt["path"])
     model.to(device).eval()
     return model, cfg, ckpt

@@ -17,12 +17,12 @@ work in [0, 1] pixel space. Other keyword arguments go to the model (e.g.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from battui.models.cnn import SmallCNN
+from battui.models.cnn import SmallCNN, cnn_options_from_state
 from battui.models.preact_resnet import PreActResNet18
 from battui.models.resnet import ResNet18
 from battui.models.wide_resnet import WideResNet
@@ -46,9 +46,16 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def model_options(model_cfg) -> dict:
-    """The `build_model` keywords a config's `model` section sets (the cnn's depth)."""
-    return {"depth": model_cfg.depth} if getattr(model_cfg, "depth", 0) else {}
+def model_options(model_cfg, state: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """The `build_model` keywords of a config's `model` section (the cnn's depth and width).
+
+    With `state` (weights to load), what the config leaves at 0 is read from the weights' own
+    layout, so a checkpoint saved before a default changed still rebuilds as it was trained.
+    """
+    options = {key: getattr(model_cfg, key, 0) for key in ("depth", "width")}
+    if getattr(model_cfg, "name", "") == "cnn" and state is not None:
+        options = {**cnn_options_from_state(state), **{k: v for k, v in options.items() if v}}
+    return {k: v for k, v in options.items() if v}
 
 
 def build_model(

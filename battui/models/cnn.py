@@ -71,3 +71,18 @@ class SmallCNN(nn.Module):
         if self.depth == 3 and x.shape[-1] >= 16 and x.shape[-2] >= 16:
             x = F.max_pool2d(x, 2)
         return self.classifier(self.features(x))
+
+
+def cnn_options_from_state(state) -> dict:
+    """SmallCNN's `depth` and `width` as a state dict's keys and shapes say (any wrapper prefix).
+
+    depth 3 has a `stem` convolution of w/2 channels; depth 2 starts with `features.0` of w channels.
+    {} when neither key is there (not a SmallCNN: loading then names the missing keys).
+    """
+    for key, value in state.items():
+        if key.endswith("stem.0.weight"):
+            return {"depth": 3, "width": 2 * int(value.shape[0])}
+    for key, value in state.items():
+        if key.endswith("features.0.weight"):
+            return {"depth": 2, "width": int(value.shape[0])}
+    return {}

@@ -92,8 +92,8 @@ def _config(path: Path, ckpt: dict, opts: Foreign):
         raise UserError(f"{path} is not a battui checkpoint (no config inside); to evaluate weights saved by "
                         "other code, say what they are: --model NAME --dataset NAME (e.g. --model resnet18 "
                         "--dataset cifar10)")
-    # The model's own defaults (a preset's cnn depth says nothing of another file); --set model.depth=2 for others.
-    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", "model.depth=0", *opts.sets])
+    # The cnn's depth and width come from the file's own weights (a preset says nothing of another file).
+    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", "model.depth=0", "model.width=0", *opts.sets])
 
 
 def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
@@ -129,7 +129,7 @@ def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = 
     in_channels = int(info.get("in_channels", 3))
     try:
         model = build_model(cfg.model.name, num_classes=int(info.get("num_classes", 10)), in_channels=in_channels,
-                            **model_options(cfg.model))
+                            **model_options(cfg.model, state))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if label_info is None:
