@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tui_events import CIFAR10, cifar100_classes, generate_events, write_events
-from tui_screen import screen_text, sync
+from tui_screen import folded, screen_text, sync
 
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
 from battui.errors import UserError
@@ -22,14 +22,6 @@ from battui.tui.feeds import LiveFeed, ReplayFeed, WatchFeed
 from battui.tui.launch import events_file
 from battui.tui.state import RunState
 from battui.tui.widgets.keys import KeysScreen
-
-
-def folded(events: list[dict]) -> RunState:
-    state = RunState()
-    for event in events:
-        state.apply(event)
-    return state
-
 
 # ---- RunState ------------------------------------------------------------------------------
 

@@ -4,23 +4,12 @@ and each panel's `View` knows the line of every class it draws."""
 from __future__ import annotations
 
 from tui_events import generate_events
-from tui_screen import screen_text, sync
+from tui_screen import folded, screen_text, sync
 
 from battui.tui.app import DashboardApp
 from battui.tui.feeds import ReplayFeed
 from battui.tui.panels import PANELS
-from battui.tui.state import RunState
 from battui.tui.widgets.common import ViewOptions
-
-
-def folded(events: list[dict]) -> RunState:
-    state = RunState()
-    for event in events:
-        state.apply(event)
-    return state
-
-
-# ---- panels as data ----------------------------------------------------------------------------
 
 
 def test_each_view_knows_the_line_of_every_class_it_draws():

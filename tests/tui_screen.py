@@ -1,6 +1,6 @@
-"""Helpers for the dashboard tests: run an async test, read the screen back as text.
+"""Helpers for the dashboard tests: run an async test, fold events into a state, read the screen as text.
 
-    from tui_screen import screen_text, sync     # tests/ is on sys.path under pytest
+    from tui_screen import folded, screen_text, sync    # tests/ is on sys.path under pytest
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from textual.errors import NoWidget
 from textual.geometry import Region
 from textual.widget import Widget
 
+from battui.tui.state import RunState
+
 
 def sync(test):
     """Run an async test with asyncio.run (no pytest async plugin needed)."""
@@ -22,6 +24,14 @@ def sync(test):
         return asyncio.run(test(*args, **kwargs))
 
     return wrapper
+
+
+def folded(events: list[dict]) -> RunState:
+    """The `RunState` after `events`."""
+    state = RunState()
+    for event in events:
+        state.apply(event)
+    return state
 
 
 def screen_text(app: App) -> str:
