@@ -1,13 +1,11 @@
 """Dashboard tests: RunState folding, panels from a generated stream, keys, live quit, watch mode.
 
 The app is driven with `App.run_test()` and a Pilot; screens are read back as text
-from the compositor so assertions are about what a person would see.
+(`tui_screen.screen_text`) so assertions are about what a person would see.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import threading
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tui_events import CIFAR10, cifar100_classes, generate_events, write_events
+from tui_screen import folded, screen_text, sync
 
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
 from battui.errors import UserError
@@ -23,28 +22,6 @@ from battui.tui.feeds import LiveFeed, ReplayFeed, WatchFeed
 from battui.tui.launch import events_file
 from battui.tui.state import RunState
 from battui.tui.widgets.keys import KeysScreen
-
-
-def sync(test):
-    """Run an async test with asyncio.run (no pytest async plugin needed)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
-
-def screen_text(app: DashboardApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def folded(events: list[dict]) -> RunState:
-    state = RunState()
-    for event in events:
-        state.apply(event)
-    return state
-
 
 # ---- RunState ------------------------------------------------------------------------------
 
@@ -352,9 +329,10 @@ async def test_no_color_drops_colours_but_keeps_emphasis_and_tells_bar_parts_apa
 
     monkeypatch.setenv("NO_COLOR", "1")
     app = DashboardApp(ReplayFeed(generate_events(epochs=2, finished=None)))
-    assert any(isinstance(f, NoColor) for f in app._filters)
-    assert not any(isinstance(f, Monochrome) for f in app._filters)  # Textual's default: greys on greys
-    nocolor = next(f for f in app._filters if isinstance(f, NoColor))
+    filters = app.get_line_filters()
+    assert any(isinstance(f, NoColor) for f in filters)
+    assert not any(isinstance(f, Monochrome) for f in filters)  # Textual's default: greys on greys
+    nocolor = next(f for f in filters if isinstance(f, NoColor))
     (seg,) = nocolor.apply([Segment("x", Style(color="grey35", bgcolor="grey11", bold=True, reverse=True))],
                            None)
     assert seg.style.color.is_default and seg.style.bgcolor.is_default  # the terminal's own colours
@@ -363,3 +341,4 @@ async def test_no_color_drops_colours_but_keeps_emphasis_and_tells_bar_parts_apa
         await pilot.pause(0.3)
         text = screen_text(app)
         assert "boundary ▒" in text and "█▒" in text  # standard part, then boundary part
+

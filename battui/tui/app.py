@@ -30,26 +30,23 @@ from textual.widgets import Footer
 from battui.errors import UserError
 from battui.tui.driver import terminal_alive
 from battui.tui.feeds import EventsArrived, Feed, TrainingDone
+from battui.tui.panels import PANELS
 from battui.tui.state import RunState
-from battui.tui.widgets.class_errors import ClassErrors
 from battui.tui.widgets.common import SORTS, ViewOptions, class_order
 from battui.tui.widgets.confirm import Ask
-from battui.tui.widgets.curves import Curves
 from battui.tui.widgets.header import RunHeader
 from battui.tui.widgets.keys import KeysScreen
 from battui.tui.widgets.panel import Panel
-from battui.tui.widgets.source_steps import SourceSteps
-from battui.tui.widgets.targets import Targets
 
-WIDE = 120  # columns from which all four panels are shown at once
+WIDE = 120  # columns from which all panels are shown at once
 MANY_CLASSES = 20  # from here the class views start sorted worst-first
 
 
 class DashboardApp(App[int]):
-    """Header, four panels (class errors, attack steps, targets, curves) and a key footer.
+    """Header, the panels of `PANELS` (class errors, attack steps, targets, curves) and a key footer.
 
-    Narrow terminals show one panel at a time (tab / 1-4 switch); from `WIDE`
-    columns the four panels share a 2x2 grid.
+    Narrow terminals show one panel at a time (tab or a panel's key switches); from
+    `WIDE` columns all panels share a two-column grid, in `PANELS` order.
     """
 
     TITLE = "battui"
@@ -59,7 +56,7 @@ class DashboardApp(App[int]):
     #panels { height: 1fr; }
     Screen.-narrow #panels Panel { display: none; }
     Screen.-narrow #panels Panel.-active { display: block; }
-    Screen.-wide #panels { layout: grid; grid-size: 2 2; grid-columns: 1fr 1fr; grid-rows: 1fr 1fr; }
+    Screen.-wide #panels { layout: grid; grid-size: 2; grid-columns: 1fr; grid-rows: 1fr; }
     """
     BINDINGS = [
         Binding("q", "quit", "quit"),
@@ -71,10 +68,7 @@ class DashboardApp(App[int]):
         Binding("x", "stop", "stop", show=False),
         Binding("tab", "panel(1)", "panel", priority=True),
         Binding("shift+tab", "panel(-1)", "panel", show=False, priority=True),
-        Binding("1", "show_panel(0)", show=False),
-        Binding("2", "show_panel(1)", show=False),
-        Binding("3", "show_panel(2)", show=False),
-        Binding("4", "show_panel(3)", show=False),
+        *(Binding(spec.key, f"show_panel({i})", show=False) for i, spec in enumerate(PANELS)),
         Binding("down,j", "pick(1)", "class", show=False),
         Binding("up,k", "pick(-1)", "class", show=False),
         Binding("pagedown", "scroll(1)", show=False),
@@ -113,17 +107,15 @@ class DashboardApp(App[int]):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         with Container(id="panels"):
-            yield ClassErrors(id="errors", classes="-active")
-            yield SourceSteps(id="steps")
-            yield Targets(id="targets")
-            yield Curves(id="curves")
+            for i, spec in enumerate(PANELS):
+                yield Panel(spec, classes="-active" if i == self.active else None)
         yield Footer()
 
     @property
     def panels(self) -> list[Panel]:
-        """In key order: 1 class errors, 2 attack steps, 3 targets, 4 curves."""
+        """In `PANELS` order (the key order)."""
         base = self.screen_stack[0]  # the dashboard, also while a modal (keys, a question) is on top
-        return [base.query_one(f"#{name}", Panel) for name in ("errors", "steps", "targets", "curves")]
+        return list(base.query(Panel))
 
     @property
     def wide(self) -> bool:
@@ -162,10 +154,10 @@ class DashboardApp(App[int]):
         for i, panel in enumerate(self.panels):
             panel.set_class(i == self.active, "-active")
             if wide:
-                panel.border_title = f"{i + 1} {panel.label}"
+                panel.border_title = f"{panel.spec.key} {panel.spec.title}"
             else:
-                strip = " │ ".join(f"[reverse]{j + 1} {p.label}[/]" if j == self.active else f"{j + 1} {p.label}"
-                                   for j, p in enumerate(self.panels))
+                strip = " │ ".join(f"[reverse]{p.key} {p.title}[/]" if j == self.active else f"{p.key} {p.title}"
+                                   for j, p in enumerate(PANELS))
                 panel.border_title = strip
             panel.border_subtitle = "tab: next panel · ?: keys" if i == self.active and not wide else ""
 
@@ -346,7 +338,7 @@ class DashboardApp(App[int]):
         self._command("save", "saving checkpoints/last.pt after this batch")
 
     def action_panel(self, step: int) -> None:
-        self.action_show_panel((self.active + step) % 4)
+        self.action_show_panel((self.active + step) % len(PANELS))
 
     def action_show_panel(self, index: int) -> None:
         self.active = index

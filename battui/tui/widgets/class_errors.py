@@ -14,9 +14,7 @@ from collections.abc import Iterator
 
 from rich.text import Text
 
-from battui.tui.state import RunState
-from battui.tui.widgets.common import View, ViewOptions, class_order, delta_text, error_style, fit, name_width
-from battui.tui.widgets.panel import Panel
+from battui.tui.widgets.common import Row, View, class_order, delta_text, error_style, fit, name_width
 
 STANDARD = "rgb(90,140,230)"
 BOUNDARY = "rgb(240,150,50)"
@@ -29,9 +27,9 @@ def boundary_glyph() -> str:
 
 
 class ClassErrorsView(View):
-    """Rich renderable that lays the bars out for the width it is given."""
+    """Per-class standard/boundary/robust error bars from the latest `eval` event, laid out for the width."""
 
-    def lines(self, width: int) -> Iterator[Text]:
+    def lines(self, width: int) -> Iterator[Text | Row]:
         state, ev = self.state, self.state.latest_eval
         if not ev or not ev.get("robust"):
             yield Text("waiting for the first evaluation (at the end of epoch 1)…", style="dim")
@@ -80,7 +78,7 @@ class ClassErrorsView(View):
             line = mark + Text(fit(state.class_name(c), nw) + " ", style=name_style)
             line.append_text(self._bar(ev["standard"][c], ev["boundary"][c], scale, bar_w, avg))
             line.append_text(self._numbers([ev[k][c] for k in KINDS], [deltas[k][c] for k in KINDS], all_deltas))
-            yield line
+            yield Row(c, line)
 
     @staticmethod
     def _labels(all_deltas: bool) -> str:
@@ -117,18 +115,3 @@ class ClassErrorsView(View):
             out.append(" ")
             out.append_text(delta_text(deltas[2]))
         return out
-
-
-class ClassErrors(Panel):
-    """Per-class standard/boundary/robust error bars from the latest `eval` event."""
-
-    label = "class errors"
-
-    def draw(self, state: RunState, view: ViewOptions) -> ClassErrorsView:
-        return ClassErrorsView(state, view)
-
-    def selected_row(self, state: RunState, view: ViewOptions) -> int | None:
-        if not state.latest_eval:
-            return None
-        order = class_order(state, view.sort)
-        return 5 + order.index(view.selected) if view.selected in order else None

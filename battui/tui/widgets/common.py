@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.style import Style
@@ -26,28 +27,50 @@ class ViewOptions:
     target_source: str = "eval"
 
 
+class Row(NamedTuple):
+    """A line that shows class `cls`: `View.lines` yields it so the panel knows which line each class is on."""
+
+    cls: int
+    text: Text
+
+
 class View(abc.ABC):
     """A width-aware panel renderable: `lines(width)` runs once per width, however often Textual asks.
 
     Textual renders a widget's content to measure its height and again to paint
-    it; caching keeps a 100-class panel cheap to redraw.
+    it; caching keeps a 100-class panel cheap to redraw. A class's line is
+    yielded as a `Row`, so `line_of` finds it without counting header lines.
     """
 
     def __init__(self, state: RunState, view: ViewOptions):
         self.state, self.view = state, view
-        self._cache: dict[int, Text] = {}
+        self._cache: dict[int, tuple[Text, dict[int, int]]] = {}
 
     @abc.abstractmethod
-    def lines(self, width: int) -> Iterable[Text]:
-        """The panel's lines at `width` columns."""
+    def lines(self, width: int) -> Iterable[Text | Row]:
+        """The panel's lines at `width` columns, each class's line as a `Row`."""
+
+    def laid_out(self, width: int) -> tuple[Text, dict[int, int]]:
+        """The text at `width` columns and the line number of each class's row in it."""
+        if width not in self._cache:
+            texts: list[Text] = []
+            rows: dict[int, int] = {}
+            for line in self.lines(width):
+                if isinstance(line, Row):
+                    rows[line.cls] = len(texts)
+                    line = line.text
+                texts.append(line)
+            text = Text("\n").join(texts)
+            text.no_wrap, text.overflow = True, "crop"
+            self._cache[width] = text, rows
+        return self._cache[width]
+
+    def line_of(self, cls: int, width: int) -> int | None:
+        """The line class `cls` is drawn on at `width` columns (None when it is not drawn)."""
+        return self.laid_out(width)[1].get(cls)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        if width not in self._cache:
-            text = Text("\n").join(self.lines(width))
-            text.no_wrap, text.overflow = True, "crop"
-            self._cache[width] = text
-        yield self._cache[width]
+        yield self.laid_out(options.max_width)[0]
 
 
 def error_style(value: float) -> Style:

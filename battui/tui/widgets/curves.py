@@ -10,9 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from rich.text import Text
 
-from battui.tui.state import RunState
-from battui.tui.widgets.common import View, ViewOptions, sparkline
-from battui.tui.widgets.panel import Panel
+from battui.tui.widgets.common import View, sparkline
 
 COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "bright_red"]
 
@@ -23,7 +21,7 @@ def _number(value: float) -> str:
 
 
 class CurvesView(View):
-    """Rich renderable: labelled sparklines, as wide as the panel allows."""
+    """Loss parts, learning rate and per-eval error curves: labelled sparklines, as wide as the panel allows."""
 
     def series(self) -> list[tuple[str, Sequence[float], str]]:
         state = self.state
@@ -57,12 +55,3 @@ class CurvesView(View):
             line.append(f" {_number(values[-1]):>7}", style="bold")
             line.append(f" {_number(min(values))}–{_number(max(values))}"[:14], style="dim")
             yield line
-
-
-class Curves(Panel):
-    """Loss parts, learning rate and per-eval error curves."""
-
-    label = "curves"
-
-    def draw(self, state: RunState, view: ViewOptions) -> CurvesView:
-        return CurvesView(state, view)

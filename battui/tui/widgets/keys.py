@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from battui.tui.panels import PANELS
+
 KEYS_LIVE = [
     ("q", "quit: asks; y stops (saves last.pt), d detaches"),
     ("d", "detach: training goes on in the background"),
@@ -26,7 +28,7 @@ KEYS_WATCH = [
 ]
 KEYS_COMMON = [
     ("tab / shift+tab", "next / previous panel"),
-    ("1 2 3 4", "class errors · attack steps · targets · curves"),
+    (" ".join(p.key for p in PANELS), " · ".join(p.title for p in PANELS)),
     ("↑ ↓  j k", "pick the previous / next class"),
     ("pgup pgdn home end", "scroll the active panel"),
     ("o", "order classes: index, robust, boundary, standard"),

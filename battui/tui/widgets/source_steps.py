@@ -12,9 +12,7 @@ from collections.abc import Iterator
 
 from rich.text import Text
 
-from battui.tui.state import RunState
-from battui.tui.widgets.common import SPARK, View, ViewOptions, class_order, fit, heat_color, name_width
-from battui.tui.widgets.panel import Panel
+from battui.tui.widgets.common import SPARK, Row, View, class_order, fit, heat_color, name_width
 
 NEVER = "rgb(90,160,240)"
 
@@ -28,9 +26,9 @@ def steps_style(mean: float | None, k: int) -> str:
 
 
 class SourceStepsView(View):
-    """Rich renderable: per-class step histograms, laid out for the given width."""
+    """Attack-step histogram and mean steps per class from the latest `train_attack` event."""
 
-    def lines(self, width: int) -> Iterator[Text]:
+    def lines(self, width: int) -> Iterator[Text | Row]:
         state, hist = self.state, self.state.train_step_hist
         if not hist:
             yield Text("waiting for training-attack statistics…", style="dim")
@@ -73,25 +71,10 @@ class SourceStepsView(View):
             mean = means[c] if c < len(means) else None
             line.append(f"  {mean:5.2f}" if mean is not None else "      —", style=steps_style(mean, k))
             line.append(f" {never[c]:5.1f}%", style=NEVER)
-            yield line
+            yield Row(c, line)
         known = [m for m in means if m is not None]
         if known:
             foot = Text("  " + fit("all", nw) + " " + " " * (cell * (k + 1) + 1 + cell), style="bold")
             foot.append(f"  {sum(known) / len(known):5.2f}", style="bold")
             foot.append(f" {sum(never) / len(never):5.1f}%", style="bold")
             yield foot
-
-
-class SourceSteps(Panel):
-    """Attack-step histogram and mean steps per class, from the latest `train_attack` event."""
-
-    label = "attack steps"
-
-    def draw(self, state: RunState, view: ViewOptions) -> SourceStepsView:
-        return SourceStepsView(state, view)
-
-    def selected_row(self, state: RunState, view: ViewOptions) -> int | None:
-        if not state.train_step_hist:
-            return None
-        order = class_order(state, view.sort)
-        return 2 + order.index(view.selected) if view.selected in order else None

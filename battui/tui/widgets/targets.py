@@ -14,9 +14,7 @@ from collections.abc import Iterator
 
 from rich.text import Text
 
-from battui.tui.state import RunState
-from battui.tui.widgets.common import View, ViewOptions, fit, hbar, heat_style, name_width
-from battui.tui.widgets.panel import Panel
+from battui.tui.widgets.common import Row, View, fit, hbar, heat_style, name_width
 
 SHARE = "rgb(200,120,230)"
 
@@ -36,7 +34,7 @@ def shown_classes(matrix: list[list[int]], limit: int, selected: int) -> list[in
 
 
 class TargetsView(View):
-    """Rich renderable: confusion heat map with the target distribution beside it."""
+    """Adversarial confusion heat map and target distribution (eval, or the training attack)."""
 
     def layout(self, width: int) -> tuple[list[list[int]] | None, list[int], int, int]:
         """(matrix, classes shown, name width, cell width) for a given width."""
@@ -49,7 +47,7 @@ class TargetsView(View):
         limit = max(2, min(k, (width - nw - 3 - 16) // cell))
         return matrix, shown_classes(matrix, limit, self.view.selected), nw, cell
 
-    def lines(self, width: int) -> Iterator[Text]:
+    def lines(self, width: int) -> Iterator[Text | Row]:
         state = self.state
         matrix, shown, nw, cell = self.layout(width)
         dist, kl, source = state.targets(self.view.target_source)
@@ -90,17 +88,4 @@ class TargetsView(View):
             share = dist[r] if r < len(dist) else 0.0
             line.append(f" {100 * share:5.1f}% ", style=SHARE)
             line.append(hbar(share, top_share, 8), style=SHARE)
-            yield line
-
-
-class Targets(Panel):
-    """Adversarial confusion heat map and target distribution (eval, or the training attack)."""
-
-    label = "targets"
-
-    def draw(self, state: RunState, view: ViewOptions) -> TargetsView:
-        return TargetsView(state, view)
-
-    def selected_row(self, state: RunState, view: ViewOptions) -> int | None:
-        _, shown, _, _ = TargetsView(state, view).layout(self.scrollable_content_region.width or 76)
-        return 3 + shown.index(view.selected) if view.selected in shown else None
+            yield Row(r, line)
