@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from battui.attacks import unwrap as unwrap  # the methods import it from here with their records
+
 
 @dataclass
 class AttackRecord:
@@ -36,11 +38,6 @@ class MethodOutput:
     loss: Tensor
     parts: Mapping[str, float]
     attack: AttackRecord
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP/DataParallel wrapper (the attack runs on it)."""
-    return getattr(model, "module", model)
 
 
 class LossParts(Mapping):

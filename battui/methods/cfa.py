@@ -61,9 +61,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import linf_pgd
+from battui.attacks import class_sums, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, trades_terms
 
 
 # -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
@@ -126,14 +126,13 @@ class CFA(Method):
         dtype = accumulator_dtype(y.device)
         if self._hits.device != y.device or self._hits.dtype != dtype:
             self._hits, self._seen = self._hits.to(y.device, dtype), self._seen.to(y.device, dtype)
-        ones = torch.ones_like(y, dtype=dtype)
-        self._hits += class_sums(y, robust_correct.detach(), self.num_classes, dtype)
-        self._seen += class_sums(y, ones, self.num_classes, dtype)
+        self._hits += class_sums(y, self.num_classes, robust_correct.detach(), dtype)
+        self._seen += class_sums(y, self.num_classes, dtype=dtype)
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         if epoch == self.epoch:
             return  # resumed inside this epoch: keep its budgets and partial counts
-        hits, seen = sum_across_ranks(self._hits), sum_across_ranks(self._seen)
+        hits, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (self._hits, self._seen))
         if float(seen.sum()) > 0:
             # a class absent from the epoch keeps its previous accuracy
             self.train_acc = torch.where(seen > 0, hits / seen.clamp(min=1), self.train_acc)
@@ -186,12 +185,12 @@ class CFA(Method):
             res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
                            objective="ce", start="uniform")
             dtype = accumulator_dtype(y.device)
-            h = class_sums(y, res.adv_pred == y, k, dtype)
-            s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
+            h = class_sums(y, k, res.adv_pred == y, dtype)
+            s = class_sums(y, k, dtype=dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
         if hits is None:  # this rank's shard is empty; the others' still count
             hits = seen = torch.zeros(k, dtype=torch.float64)
-        hits, seen = sum_across_ranks(hits), sum_across_ranks(seen)  # shards -> the whole split
+        hits, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (hits, seen))  # shards -> the whole split
         if float(seen.sum()) == 0:
             raise ValueError("cfa: end_epoch needs a non-empty validation split")
         present = seen > 0

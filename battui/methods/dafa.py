@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from battui.attacks import class_sums, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, trades_terms
 
 
 def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
@@ -92,12 +93,12 @@ class DAFA(Method):
         dtype = accumulator_dtype(y.device)
         if self._seen.device != y.device or self._seen.dtype != dtype:
             self._prob_sums, self._seen = self._prob_sums.to(y.device, dtype), self._seen.to(y.device, dtype)
-        self._prob_sums += class_sums(y, adv_probs.detach(), self.num_classes, dtype)
-        self._seen += class_sums(y, torch.ones_like(y, dtype=dtype), self.num_classes, dtype)
+        self._prob_sums += class_sums(y, self.num_classes, adv_probs.detach(), dtype)
+        self._seen += class_sums(y, self.num_classes, dtype=dtype)
 
     def similarity(self) -> Tensor:
         """p_i(j) from the counts so far (summed over ranks); a class with no samples gets a zero row."""
-        sums, seen = sum_across_ranks(self._prob_sums), sum_across_ranks(self._seen)
+        sums, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (self._prob_sums, self._seen))
         return sums / seen.clamp(min=1)[:, None]
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:

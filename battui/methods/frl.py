@@ -55,9 +55,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import eval_mode, kl_logits, linf_pgd
+from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks
+from battui.methods.classwise import accumulator_dtype
 
 
 def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
@@ -148,10 +148,10 @@ class FRL(Method):
                            objective="ce", start="uniform")
             aok = res.adv_pred == y
             dtype = accumulator_dtype(y.device)
-            part = torch.stack([class_sums(y, v, k, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
+            part = torch.stack([class_sums(y, k, v, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
             sums = part if sums is None else sums + part
         # this rank's shard -> the whole split under DDP (a rank may hold no batch at all)
-        sums = sum_across_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums)
+        sums = sum_over_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums).to("cpu", torch.float64)
         if float(sums[0].sum()) == 0:
             raise ValueError("frl: end_epoch needs a non-empty validation split")
         seen = sums[0].clamp(min=1)

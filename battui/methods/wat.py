@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import eval_mode, kl_logits, linf_pgd
+from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, trades_terms
 
 
 def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
@@ -99,12 +99,13 @@ class WAT(Method):
                 cost = (torch.nn.functional.cross_entropy(logits, y, reduction="none")
                         + self.beta * kl_logits(logits, logits_adv, reduction="none"))
             dtype = accumulator_dtype(y.device)
-            parts = (class_sums(y, cost, k, dtype), class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype),
-                     class_sums(y, logits_adv.argmax(1) == y, k, dtype))
+            parts = (class_sums(y, k, cost, dtype), class_sums(y, k, dtype=dtype),
+                     class_sums(y, k, logits_adv.argmax(1) == y, dtype))
             sums, seen, hits = parts if sums is None else (sums + parts[0], seen + parts[1], hits + parts[2])
         if sums is None:  # this rank's shard is empty; the others' still count
             sums = seen = hits = torch.zeros(k, dtype=torch.float64)
-        sums, seen, hits = (sum_across_ranks(t) for t in (sums, seen, hits))  # shards -> the whole split
+        # shards -> the whole split
+        sums, seen, hits = (sum_over_ranks(t).to("cpu", torch.float64) for t in (sums, seen, hits))
         if float(seen.sum()) == 0:
             raise ValueError("wat: end_epoch needs a non-empty validation split")
         # a class absent from the split costs its mean-so-far (0 on the first round): no pull either way
