@@ -301,8 +301,8 @@ class Trainer:
         if self.resumed_from is not None:
             where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")
             self.emit(Message(text=f"resumed from {self.resumed_from} at {where} ({self.device_note})"))
-        if self.method.needs_validation and self.start_epoch == 0 and not self.start_batch:
-            self._method_validation(-1)  # FRL's reference updates its multipliers before the first epoch too
+        if self.start_epoch == 0 and not self.start_batch:
+            self._method_validation(-1, self.method.start_training)  # a fresh run, once
         epoch = self.start_epoch
         for epoch in range(self.start_epoch, epochs):
             start_batch = self.start_batch if epoch == self.start_epoch else 0
@@ -371,10 +371,11 @@ class Trainer:
             path = save_checkpoint(self.checkpoint_dir / "fawa.pt", self._payload(epochs, 0))
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
-    def _method_validation(self, epoch: int) -> dict:
+    def _method_validation(self, epoch: int, hook=None) -> dict:
+        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
         runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
         with self.speed.autocast():
-            info = self.method.end_epoch(self.run_model, self.val_full) or {}
+            info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
 
     def _finish(self, status: str, epoch: int) -> str:

@@ -118,7 +118,6 @@ class CFA(Method):
         self._seen = torch.zeros(k, **f64)       # this epoch: samples per class
         self.fawa: dict[str, Tensor] | None = None
         self.fawa_count = 0
-        self.trained_since_val = False  # the engine also validates once before training
 
     # -- CCM / CCR
     def observe(self, y: Tensor, robust_correct: Tensor) -> None:
@@ -155,7 +154,6 @@ class CFA(Method):
         ce_term = (ce / (1 + beta_y)).mean()
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)
-        self.trained_since_val = True
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
@@ -175,9 +173,6 @@ class CFA(Method):
         return None if self.fawa is None else dict(self.fawa)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        if not self.trained_since_val:
-            return {}  # FAWA averages trained checkpoints only (the engine's pre-training call)
-        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         hits = seen = None
@@ -213,13 +208,9 @@ class CFA(Method):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        k = self.num_classes
-        for key, attr in (("class_eps", "class_eps"), ("class_beta", "class_beta"),
-                          ("train_acc", "train_acc"), ("hits", "_hits"), ("seen", "_seen")):
-            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
-            if t.shape != (k,):
-                raise ValueError(f"cfa: {key} has shape {tuple(t.shape)}, expected ({k},)")
-            setattr(self, attr, t)
+        names = ("class_eps", "class_beta", "train_acc", "hits", "seen")
+        t = self.checked_tensors(state, dict.fromkeys(names, (self.num_classes,)))
+        self.class_eps, self.class_beta, self.train_acc, self._hits, self._seen = (t[n] for n in names)
         self.measured_epochs, self.epoch = int(state["measured_epochs"]), int(state["epoch"])
         fawa = state.get("fawa")
         self.fawa = None if fawa is None else {name: torch.as_tensor(v) for name, v in fawa.items()}

@@ -133,12 +133,6 @@ class DAFA(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.num_classes
-        shapes = {"weights": (k,), "prob_sums": (k, k), "seen": (k,)}
-        loaded = {}
-        for key, shape in shapes.items():
-            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
-            if t.shape != shape:
-                raise ValueError(f"dafa: {key} has shape {tuple(t.shape)}, expected {shape}")
-            loaded[key] = t
+        loaded = self.checked_tensors(state, {"weights": (k,), "prob_sums": (k, k), "seen": (k,)})
         self.weights, self._prob_sums, self._seen = loaded["weights"], loaded["prob_sums"], loaded["seen"]
         self.applied, self.epoch = bool(state["applied"]), int(state["epoch"])

@@ -67,7 +67,6 @@ class WAT(Method):
         self.num_classes = int(num_classes)
         self.cum_cost = torch.zeros(self.num_classes + 1, dtype=torch.float64)
         self.rounds = 0
-        self.trained_since_val = False  # the engine also validates once before training
 
     @property
     def weights(self) -> Tensor:
@@ -85,9 +84,6 @@ class WAT(Method):
                 "w_max": float(w[:-1].max()), "w_min": float(w[:-1].min()), "w_avg_expert": float(w[-1])}
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        if not self.trained_since_val:
-            return {}  # Hedge rounds follow training epochs (the engine's pre-training call is skipped)
-        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         sums = seen = hits = None
@@ -123,7 +119,6 @@ class WAT(Method):
         per_sample = ce + self.beta * kl
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
-        self.trained_since_val = True
         return MethodOutput(class_term + avg_term, float_parts(worst_class=class_term, average=avg_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
@@ -131,7 +126,5 @@ class WAT(Method):
         return {"cum_cost": self.cum_cost.clone(), "rounds": self.rounds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        t = torch.as_tensor(state["cum_cost"], dtype=torch.float64).cpu()
-        if t.shape != (self.num_classes + 1,):
-            raise ValueError(f"wat: cum_cost has shape {tuple(t.shape)}, expected ({self.num_classes + 1},)")
-        self.cum_cost, self.rounds = t, int(state["rounds"])
+        self.cum_cost = self.checked_tensors(state, {"cum_cost": (self.num_classes + 1,)})["cum_cost"]
+        self.rounds = int(state["rounds"])
