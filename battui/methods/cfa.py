@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from battui.attacks import class_sums, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, trades_terms
+from battui.methods.classwise import accumulator_dtype, add_batch, trades_terms
 
 
 # -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
@@ -122,11 +122,7 @@ class CFA(Method):
     # -- CCM / CCR
     def observe(self, y: Tensor, robust_correct: Tensor) -> None:
         """Add one batch's training robust outcomes (bool [B]) to this epoch's counts."""
-        dtype = accumulator_dtype(y.device)
-        if self._hits.device != y.device or self._hits.dtype != dtype:
-            self._hits, self._seen = self._hits.to(y.device, dtype), self._seen.to(y.device, dtype)
-        self._hits += class_sums(y, self.num_classes, robust_correct.detach(), dtype)
-        self._seen += class_sums(y, self.num_classes, dtype=dtype)
+        self._hits, self._seen = add_batch(self._hits, self._seen, y, robust_correct, self.num_classes)
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         if epoch == self.epoch:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import AttackResult, kl_logits, linf_pgd
+from battui.attacks import AttackResult, class_sums, kl_logits, linf_pgd
 from battui.methods.base import unwrap
 
 
@@ -33,3 +33,12 @@ def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor,
 
 def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def add_batch(sums: Tensor, seen: Tensor, y: Tensor, values: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """An epoch's per-class sums of ``values`` and sample counts with one batch added, kept on
+    the batch's device in the accumulator dtype (CFA's robust hits, DAFA's softmax sums)."""
+    dtype = accumulator_dtype(y.device)
+    sums, seen = sums.to(y.device, dtype), seen.to(y.device, dtype)
+    return (sums + class_sums(y, num_classes, values.detach(), dtype),
+            seen + class_sums(y, num_classes, dtype=dtype))

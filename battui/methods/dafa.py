@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, sum_over_ranks
+from battui.attacks import sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
-from battui.methods.classwise import accumulator_dtype, trades_terms
+from battui.methods.classwise import add_batch, trades_terms
 
 
 def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
@@ -90,11 +90,7 @@ class DAFA(Method):
 
     def observe(self, y: Tensor, adv_probs: Tensor) -> None:
         """Add one batch's adversarial softmax [B, K] to this epoch's per-class sums."""
-        dtype = accumulator_dtype(y.device)
-        if self._seen.device != y.device or self._seen.dtype != dtype:
-            self._prob_sums, self._seen = self._prob_sums.to(y.device, dtype), self._seen.to(y.device, dtype)
-        self._prob_sums += class_sums(y, self.num_classes, adv_probs.detach(), dtype)
-        self._seen += class_sums(y, self.num_classes, dtype=dtype)
+        self._prob_sums, self._seen = add_batch(self._prob_sums, self._seen, y, adv_probs, self.num_classes)
 
     def similarity(self) -> Tensor:
         """p_i(j) from the counts so far (summed over ranks); a class with no samples gets a zero row."""
