@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from battui.config import load_config
-from battui.engine.loop import train_epoch
 from battui.engine.syncs import SyncCensus
 from battui.engine.trainer import Trainer
 from battui.methods import method_from_config
@@ -165,7 +164,7 @@ def run(trainer: Trainer, args) -> int:
     loops = {
         "tight": lambda: [tight_step(model, opt, x, y, eps, step, a.steps, speed.autocast) for x, y in batches],
         "bare": lambda: [bare_step(model, opt, method, x, y, speed.autocast) for x, y in batches],
-        "battui": lambda: train_epoch(trainer, 0),
+        "battui": lambda: trainer.train_epoch(0),
     }
     for fn in loops.values():  # warm-up: cuDNN autotuning, allocator, first-call costs
         reset()
@@ -241,7 +240,7 @@ def census(trainer, batches, loops, n, method, model, opt, eps, step, speed) -> 
     trainer.cfg.train.log_every = trainer.cfg.train.attack_stats_every = 10**9  # events at the epoch's end only
     try:
         with SyncCensus() as c:
-            train_epoch(trainer, 0)
+            trainer.train_epoch(0)
     finally:
         trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
     counts["battui"] = c.total / len(short)

@@ -19,7 +19,6 @@ from collections import Counter
 
 from battui.config import load_config
 from battui.data.batches import Batches
-from battui.engine.loop import train_epoch
 from battui.engine.syncs import SyncCensus
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS
@@ -48,7 +47,7 @@ def step_census(preset: str, method: str, device: str, extra: list[str], evaluat
                 if evaluation:
                     trainer.evaluate(trainer.val_batches, trainer.val_name, 0)
                 else:
-                    train_epoch(trainer, 0)
+                    trainer.train_epoch(0)
         finally:
             Batches.__iter__ = original
     return census.segments[1:]

@@ -170,7 +170,8 @@ def test_cfa_end_epoch_threshold_decides():
     x, y = tiny_data()
     batches = [(x[:12], y[:12]), (x[12:], y[12:])]
     keen, strict = cfa(fawa_threshold=0.0), cfa(fawa_threshold=1.01)
-    assert keen.end_epoch(model, batches) == {} and keen.averaged_state() is None  # before training
+    keen.start_training(model, batches)  # FAWA averages trained weights only: nothing before training
+    assert keen.averaged_state() is None and keen.fawa_count == 0
     keen.loss(model, x, y), strict.loss(model, x, y)
     out = keen.end_epoch(model, batches)
     assert out["fawa_accepted"] == 1.0 and keen.averaged_state() is not None
@@ -309,7 +310,8 @@ def test_wat_end_epoch_moves_weight_to_the_costliest_class():
     x, y = tiny_data()
     m = WAT(eps=EPS, step_size=STEP, steps=STEPS, num_classes=K, eta=1.0)
     batches = [(x[:12], y[:12]), (x[12:], y[12:])]
-    assert m.end_epoch(model, batches) == {} and m.rounds == 0  # the engine's pre-training call
+    m.start_training(model, batches)  # Hedge rounds follow training epochs: none before training
+    assert m.rounds == 0
     m.loss(model, x, y)
     out = m.end_epoch(model, batches)
     assert m.rounds == 1 and out["w_max"] > out["w_min"]

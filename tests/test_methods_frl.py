@@ -138,3 +138,16 @@ def test_state_round_trips_through_weights_only_load():
         assert torch.equal(getattr(fresh, key), getattr(frl, key))
     with pytest.raises(ValueError, match="lambda0"):
         build_method("frl", num_classes=10).load_state_dict(frl.state_dict())
+
+
+def test_start_training_is_the_first_update():
+    """The reference updates before each epoch's training, the first included: `start_training`."""
+    model, x, y = _identity_problem()
+    first, later = _frl(step_size=0.05), _frl(step_size=0.05)
+    torch.manual_seed(0)
+    first.start_training(model, [(x, y)])
+    torch.manual_seed(0)
+    later.end_epoch(model, [(x, y)])
+    assert float(first.lambda2.abs().sum()) > 0
+    for name in ("lambda0", "lambda1", "lambda2"):
+        assert torch.equal(getattr(first, name), getattr(later, name))

@@ -19,7 +19,6 @@ import torch
 from battui.config import load_config
 from battui.data.batches import Batches
 from battui.engine.evaluate import AttackSpec, evaluate
-from battui.engine.loop import train_epoch
 from battui.engine.metrics import ClassCounter
 from battui.engine.syncs import SyncCensus
 from battui.engine.trainer import Trainer
@@ -76,7 +75,7 @@ def _step_counts(tmp_path: Path, marked_batches, method: str, *overrides: str) -
     assert n >= 4
     with SyncCensus() as census:
         marked_batches["census"] = census
-        assert train_epoch(trainer, 0) is None
+        assert trainer.train_epoch(0) is None
         del marked_batches["census"]
     counts = census.per_segment()
     assert len(counts) == n + 1  # setup, then one segment per step

@@ -1,4 +1,4 @@
-"""Loss helpers the methods share: KL terms and per-class counting."""
+"""Loss helpers the methods share: KL terms, per-class sums and their sums over DDP ranks."""
 
 from __future__ import annotations
 
@@ -45,18 +45,45 @@ def one_hot(index: Tensor, n: int) -> Tensor:
     return index.unsqueeze(-1) == torch.arange(n, device=index.device)
 
 
-def count_values(index: Tensor, n: int, weights: Tensor | None = None) -> Tensor:
-    """How often each of 0..n-1 occurs in ``index`` [B] (long [n]), or the sum of
-    ``weights`` [B] per value; deterministic and without a host sync on every device."""
-    hot = one_hot(index, n)
-    if weights is None:
-        return hot.sum(dim=0)
-    return (hot.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=0)
+def class_sums(y: Tensor, num_classes: int, values: Tensor | None = None,
+               dtype: torch.dtype | None = None) -> Tensor:
+    """Per-class sums of ``values`` ([B] or [B, D]) over the samples of each class of ``y``
+    -> [K] or [K, D]; the class counts when ``values`` is None. Bool values give long
+    counts; ``dtype`` sets the accumulator. The one per-class sum of battui: one-hot
+    products summed on the device, deterministic and without the host sync of ``bincount``."""
+    hot = one_hot(y, num_classes)
+    v = torch.ones_like(y, dtype=torch.bool) if values is None else values
+    if dtype is not None:
+        hot, v = hot.to(dtype), v.to(dtype)
+    elif v.dtype != torch.bool:
+        hot = hot.to(v.dtype)
+    hot = hot.reshape(*hot.shape, *([1] * (v.dim() - 1)))
+    return (hot * v.unsqueeze(1)).sum(dim=0)
 
 
 def per_class_mean(values: Tensor, y: Tensor, num_classes: int) -> Tensor:
     """Mean of ``values`` [B] over the samples of each class -> [K] (0 for absent classes)."""
-    v = values.to(torch.float64)
-    sums = count_values(y, num_classes, v)
-    counts = count_values(y, num_classes).to(torch.float64)
+    sums = class_sums(y, num_classes, values, torch.float64)
+    counts = class_sums(y, num_classes, dtype=torch.float64)
     return sums / counts.clamp(min=1)
+
+
+def ranks_joined() -> bool:
+    """Whether this process is one of the ranks of a DDP process group."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def sum_over_ranks(t: Tensor) -> Tensor:
+    """``t`` summed over the DDP ranks (a new tensor on ``t``'s device and dtype), or ``t``
+    itself when not distributed. The one cross-process sum of battui (per-class counts and
+    sums, evaluation tallies); it moves ``t`` to the backend's device when it must (nccl: CUDA)."""
+    if not ranks_joined():
+        return t
+    import torch.distributed as dist
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = t.detach().to(dev, copy=True)
+    dist.all_reduce(buf)
+    return buf.to(t.device)

@@ -65,6 +65,11 @@ class PGDTrace(AttackResult):
     x_first_adv: Tensor | None = None
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP/DataParallel wrapper (attacks run on it)."""
+    return getattr(model, "module", model)
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every module in eval mode and restore each one's own flag after."""
@@ -163,7 +168,7 @@ def run_pgd(
         raise ValueError(f"start must be one of {STARTS}, got {start!r}")
     if stop_after_flip is not None and stop_after_flip < 0:
         raise ValueError("stop_after_flip must be None or >= 0")
-    net = getattr(model, "module", model)
+    net = unwrap(model)
     x = x.detach()
     y = y.detach()
     b = x.shape[0]

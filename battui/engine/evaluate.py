@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from battui.attacks.losses import ranks_joined, sum_over_ranks
 from battui.engine.metrics import ClassCounter
 from battui.errors import UserError
 
@@ -143,15 +144,12 @@ def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: A
 
 def _reduce_breakdown(breakdown: dict, device: torch.device) -> dict:
     """Sum AutoAttack's per-attack counts over DDP ranks (no-op when not distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
+    if not ranks_joined():
         return breakdown
     attacks = breakdown["attacks"]
     t = torch.tensor([breakdown["n"], breakdown["clean"], *(breakdown["robust_after"][a] for a in attacks)],
                      dtype=torch.long, device=device)
-    dist.all_reduce(t)
-    values = t.tolist()
+    values = sum_over_ranks(t).tolist()
     return {**breakdown, "n": values[0], "clean": values[1], "robust_after": dict(zip(attacks, values[2:]))}
 
 
@@ -209,7 +207,7 @@ def evaluate(
                         progress(stage, done, n)
         finally:
             model.train(was_training)
-    counter.all_reduce()
+    errors = counter.summed().errors()
     if "autoattack" in extra:
         extra["autoattack"] = _reduce_breakdown(extra["autoattack"], device)
-    return {**counter.errors(), "attack": spec.to_dict(), **extra}
+    return {**errors, "attack": spec.to_dict(), **extra}

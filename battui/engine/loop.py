@@ -16,57 +16,74 @@ Per batch, in this order:
    events every `train.attack_stats_every` batches;
 6. the stop / save_now flags (agreed across ranks) are read after the step:
    save_now -> `last.pt` (kind "manual"); stop -> `last.pt`, status interrupted.
+
+The epoch knows nothing of the run that owns it: it gets its `EpochParts` (plain values),
+the step count, an `emit(event)` callback for events and a `save(step, batch_done, kind)`
+callback for `last.pt`, and returns an `EpochEnd`:
+
+    parts = EpochParts(step_module=LossModule(model, method), method=method, optimizer=opt,
+                       batches=batches, counter=ClassCounter(k, method.steps), epochs=2)
+    end = train_epoch(parts, 0, step=0, emit=events.append, save=lambda step, batch, kind: True)
+    end.step, end.batches_done, end.outcome      # e.g. 4, 4, None (completed)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from battui.engine.distributed import agree_flags, any_nonfinite
+from battui.engine.control import RunControl
+from battui.engine.distributed import DistInfo, agree_flags, any_nonfinite
 from battui.engine.events import BatchEvent, Paused, Resumed, TrainAttack
 from battui.engine.metrics import ClassCounter
+from battui.engine.setup import SpeedSettings
+from battui.methods import Method
+
+if TYPE_CHECKING:  # the trainer imports the data package only when it builds a run
+    from battui.data import Batches
+
+Emit = Callable[[Any], Any]  # an event -> (ignored)
+Save = Callable[[int, int, str], bool]  # (step, batches done, kind) -> False when the save failed the run
 
 
-class EpochHost(Protocol):
-    """What an epoch reads and calls on the run that owns it (`engine.trainer.Trainer` is one;
-    a test can pass any object with these members)."""
+@dataclass
+class EpochParts:
+    """Everything one training epoch works with, as plain values (`Trainer.epoch_parts` builds
+    them for a run; a test builds them from a tiny model)."""
 
-    cfg: Any  # battui.config.Config
-    control: Any  # battui.engine.control.RunControl: stop / pause / save_now flags
-    speed: Any  # battui.engine.setup.SpeedSettings: autocast, channels_last
-    dist: Any  # battui.engine.distributed.DistInfo
-    device: torch.device
-    train_batches: Any  # battui.data.Batches
-    method: Any  # battui.methods.Method
-    step_module: torch.nn.Module  # (x, y) -> (loss, steps_to_flip, adv_pred, parts)
+    step_module: torch.nn.Module  # (x, y) -> (loss, steps_to_flip, adv_pred, parts): `distributed.LossModule`
+    method: Method  # its `start_epoch(epoch, epochs)` opens the epoch
     optimizer: torch.optim.Optimizer
-    attack_counter: ClassCounter
-    step: int  # optimiser steps so far (written here)
-    started: float  # time.time() when the run (re)started
-
-    def emit(self, event) -> dict: ...
-
-    def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool: ...
-
-    def fail(self, reason: str, epoch: int) -> str: ...
-
-
-def summed_counter(counter: ClassCounter, trainer: EpochHost) -> ClassCounter:
-    """A copy of `counter` summed over ranks (the original keeps counting this rank only)."""
-    out = ClassCounter(counter.num_classes, counter.attack_steps, device=counter.counts.device)
-    for dst, src in zip(out._tensors(), counter._tensors(), strict=True):
-        dst.copy_(src)
-    if trainer.dist.enabled:
-        out.all_reduce()
-    return out
+    batches: Batches  # this rank's training batches (`set_epoch`, `len`, iteration)
+    counter: ClassCounter  # the epoch's training-attack counts, this rank's (updated in place)
+    epochs: int  # train.epochs, for `start_epoch`
+    speed: SpeedSettings = field(default_factory=SpeedSettings)  # autocast, channels_last
+    control: RunControl = field(default_factory=RunControl)  # stop / pause / save_now flags
+    dist: DistInfo = field(default_factory=DistInfo)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    log_every: int = 1  # a `batch` event every so many batches (and at the epoch's end)
+    stats_every: int = 1  # a partial `train_attack` event every so many batches
+    started: float = field(default_factory=time.time)  # when the run (re)started, for `elapsed`
 
 
-def attack_event(trainer: EpochHost, epoch: int, done: int, partial: bool) -> TrainAttack:
-    stats = summed_counter(trainer.attack_counter, trainer).errors()
-    return TrainAttack(epoch=epoch, batch=done, batches=len(trainer.train_batches), partial=partial,
+@dataclass
+class EpochEnd:
+    """How an epoch ended."""
+
+    step: int  # optimiser steps so far, this epoch's included
+    batches_done: int  # batches of the epoch trained (before a resume included)
+    outcome: str | None = None  # None: completed; "interrupted" (stop; last.pt saved) or "failed"
+    failure: str = ""  # why, when the epoch found the failure itself (a failed save reports its own)
+
+
+def attack_event(counter: ClassCounter, epoch: int, done: int, batches: int, partial: bool) -> TrainAttack:
+    """The training attack's counts so far, summed over ranks, as a `train_attack` event."""
+    stats = counter.summed().errors()
+    return TrainAttack(epoch=epoch, batch=done, batches=batches, partial=partial,
                        step_hist=stats["step_hist"], target_confusion=stats["adv_confusion"])
 
 
@@ -90,89 +107,77 @@ def parts_mean(total: tuple | None, n: int) -> dict[str, float]:
     return {k: v / n for k, v in zip(names, values, strict=True)}
 
 
-def _wait_while_paused(trainer: EpochHost, epoch: int, batch: int) -> bool:
+def _wait_while_paused(parts: EpochParts, epoch: int, batch: int, step: int, emit: Emit, save: Save) -> bool:
     """Wait while paused; False when a save while paused failed (non-finite weights)."""
-    control = trainer.control
+    control = parts.control
     if not control.pause.is_set() or control.stop.is_set():
         return True
-    trainer.emit(Paused(epoch=epoch, batch=batch))
+    emit(Paused(epoch=epoch, batch=batch))
     while control.pause.is_set() and not control.stop.is_set():
-        if control.save_now.is_set() and not trainer.dist.enabled:  # other ranks are not waiting here
+        if control.save_now.is_set() and not parts.dist.enabled:  # other ranks are not waiting here
             control.save_now.clear()
-            if not trainer.save_last(epoch_done=epoch, batch_done=batch, kind="manual"):
+            if not save(step, batch, "manual"):
                 return False
         control.stop.wait(0.1)
     if not control.stop.is_set():
-        trainer.emit(Resumed())
+        emit(Resumed())
     return True
 
 
-def train_epoch(trainer: EpochHost, epoch: int, start_batch: int = 0) -> str | None:
-    """Train epoch `epoch` (0-based) from batch `start_batch`; None when it completed.
-
-    Returns "interrupted" or "failed" when the run must end (checkpoint already handled).
-    """
-    cfg, control, speed = trainer.cfg, trainer.control, trainer.speed
-    batches = trainer.train_batches
+def train_epoch(parts: EpochParts, epoch: int, *, step: int, start_batch: int = 0, emit: Emit,
+                save: Save) -> EpochEnd:
+    """Train epoch `epoch` (0-based) from batch `start_batch`, `step` optimiser steps done before."""
+    control, speed, dist = parts.control, parts.speed, parts.dist
+    batches = parts.batches
     n_batches = len(batches)
     batches.set_epoch(epoch)
-    trainer.method.start_epoch(epoch, cfg.train.epochs)
-    trainer.step_module.train()
-    log_every = max(1, cfg.train.log_every)
-    stats_every = max(1, cfg.train.attack_stats_every)
+    parts.method.start_epoch(epoch, parts.epochs)
+    parts.step_module.train()
+    log_every, stats_every = max(1, parts.log_every), max(1, parts.stats_every)
     window_loss, window_parts, window_n, window_images = 0.0, None, 0, 0
     window_start = time.perf_counter()
     for i, (x, y) in enumerate(batches):
         if i < start_batch:
             continue  # resumed mid-epoch: these batches were trained before the stop
-        if not _wait_while_paused(trainer, epoch, i):
-            return "failed"
+        if not _wait_while_paused(parts, epoch, i, step, emit, save):
+            return EpochEnd(step, i, "failed")
         x = speed.prepare_input(x)
         with speed.autocast():
-            loss, steps_to_flip, adv_pred, parts = trainer.step_module(x, y)
+            loss, steps_to_flip, adv_pred, loss_parts = parts.step_module(x, y)
         loss_value = loss.detach().float()
-        if any_nonfinite(loss_value, trainer.dist):
-            return trainer.fail(f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} batch {i + 1} "
-                                f"(step {trainer.step + 1}); try a smaller train.lr", epoch)
-        trainer.optimizer.zero_grad(set_to_none=True)
+        if any_nonfinite(loss_value, dist):
+            return EpochEnd(step, i, "failed", f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} "
+                            f"batch {i + 1} (step {step + 1}); try a smaller train.lr")
+        parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        trainer.optimizer.step()
-        trainer.step += 1
-        trainer.attack_counter.update(y, adv_pred, steps_to_flip)
+        parts.optimizer.step()
+        step += 1
+        parts.counter.update(y, adv_pred, steps_to_flip)
 
         done = i + 1
         window_loss += loss_value
         window_n += 1
-        window_images += len(y) * trainer.dist.world_size
-        window_parts = parts_sum(window_parts, parts)
+        window_images += len(y) * dist.world_size
+        window_parts = parts_sum(window_parts, loss_parts)
         if done % log_every == 0 or done == n_batches:
             elapsed = time.perf_counter() - window_start
-            trainer.emit(BatchEvent(
-                epoch=epoch, batch=done, batches=n_batches, step=trainer.step,
+            emit(BatchEvent(
+                epoch=epoch, batch=done, batches=n_batches, step=step,
                 loss=float(window_loss) / window_n, parts=parts_mean(window_parts, window_n),
-                lr=trainer.optimizer.param_groups[0]["lr"],
+                lr=parts.optimizer.param_groups[0]["lr"],
                 images_per_s=window_images / elapsed if elapsed > 0 else 0.0,
-                elapsed=time.time() - trainer.started,
+                elapsed=time.time() - parts.started,
             ))
             window_loss, window_parts, window_n, window_images = 0.0, None, 0, 0
             window_start = time.perf_counter()
         if done % stats_every == 0 and done < n_batches:
-            trainer.emit(attack_event(trainer, epoch, done, partial=True))
+            emit(attack_event(parts.counter, epoch, done, n_batches, partial=True))
 
-        stop, save_now = agree_flags([control.stop.is_set(), control.save_now.is_set()], trainer.dist, trainer.device)
+        stop, save_now = agree_flags([control.stop.is_set(), control.save_now.is_set()], dist, parts.device)
         if save_now or stop:
             control.save_now.clear()
-            if not trainer.save_last(epoch_done=epoch, batch_done=done, kind="last" if stop else "manual"):
-                return "failed"
+            if not save(step, done, "last" if stop else "manual"):
+                return EpochEnd(step, done, "failed")
             if stop:
-                return "interrupted"
-    return None
-
-
-def reset_attack_counter(trainer: EpochHost, state: dict | None = None) -> None:
-    """Zero the epoch's training-attack counts, or restore them from a mid-epoch checkpoint."""
-    trainer.attack_counter.reset()
-    if state:
-        for t, saved in zip(trainer.attack_counter._tensors(), state["tensors"], strict=True):
-            t.copy_(torch.as_tensor(saved).to(t.device))
-
+                return EpochEnd(step, done, "interrupted")
+    return EpochEnd(step, n_batches)

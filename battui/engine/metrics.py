@@ -10,9 +10,10 @@ Target-class fairness: adversarial confusion matrix; its column sums over flippe
 samples (off-diagonal) give the target distribution, and its KL to uniform.
 
     counter = ClassCounter(num_classes=10, attack_steps=20)
-    counter.update(y, clean_pred, adv_pred, steps_to_flip)    # per batch, on any device
-    counter.all_reduce()                                       # under DDP: sum over ranks
-    summary = counter.errors()                                 # dict of per-class lists
+    counter.update(y, adv_pred, steps_to_flip, clean_pred)    # per batch, on any device
+    summary = counter.summed().errors()                        # summed over DDP ranks
+    saved = counter.summed().state()                           # for a checkpoint (CPU tensors)
+    counter.reset(saved)                                       # restored (or zeroed without state)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 
 import torch
 
-from battui.attacks.losses import one_hot
+from battui.attacks.losses import class_sums, one_hot, sum_over_ranks
 
 
 class ClassCounter:
@@ -54,30 +55,37 @@ class ClassCounter:
         y = y.to(dev).long()
         adv_pred = adv_pred.to(dev).long()
         steps = steps_to_flip.to(dev).long()
-        # one-hot sums: no host sync (bincount and mask indexing wait for the device on CUDA)
-        y_hot = one_hot(y, k)
-        self.counts += y_hot.sum(dim=0)
-        self.adv_confusion += (y_hot.unsqueeze(2) & one_hot(adv_pred, k).unsqueeze(1)).sum(dim=0)
+        # per-class sums of one-hot rows: no host sync (bincount and mask indexing wait on CUDA)
+        self.counts += class_sums(y, k)
+        self.adv_confusion += class_sums(y, k, one_hot(adv_pred, k))
         never = self.attack_steps + 1
         bins = torch.where(steps < 0, never, steps.clamp(max=self.attack_steps))
-        self.step_hist += (y_hot.unsqueeze(2) & one_hot(bins, never + 1).unsqueeze(1)).sum(dim=0)
+        self.step_hist += class_sums(y, k, one_hot(bins, never + 1))
         if clean_pred is not None:
-            clean_ok = (clean_pred.to(dev).long() == y).unsqueeze(1)
-            adv_wrong = (adv_pred != y).unsqueeze(1)
-            self.clean_wrong += (y_hot & ~clean_ok).sum(dim=0)
-            self.boundary_wrong += (y_hot & clean_ok & adv_wrong).sum(dim=0)
+            clean_ok = clean_pred.to(dev).long() == y
+            self.clean_wrong += class_sums(y, k, ~clean_ok)
+            self.boundary_wrong += class_sums(y, k, clean_ok & (adv_pred != y))
 
-    def all_reduce(self) -> None:
-        """Sum the counts over DDP ranks (no-op when not distributed)."""
-        import torch.distributed as dist
+    def summed(self) -> ClassCounter:
+        """A copy holding the counts summed over DDP ranks (a plain copy when not distributed);
+        this counter keeps counting this rank's samples."""
+        out = ClassCounter(self.num_classes, self.attack_steps, device=self.counts.device)
+        for dst, src in zip(out._tensors(), self._tensors(), strict=True):
+            dst.copy_(sum_over_ranks(src))
+        return out
 
-        if dist.is_available() and dist.is_initialized():
+    def state(self) -> dict:
+        """The counts as CPU tensors, for a checkpoint (`reset(state)` restores them)."""
+        return {"tensors": [t.cpu() for t in self._tensors()]}
+
+    def reset(self, state: dict | None = None) -> None:
+        """Zero the counts, or set them to a saved `state()`."""
+        if not state:
             for t in self._tensors():
-                dist.all_reduce(t)
-
-    def reset(self) -> None:
-        for t in self._tensors():
-            t.zero_()
+                t.zero_()
+            return
+        for t, saved in zip(self._tensors(), state["tensors"], strict=True):
+            t.copy_(torch.as_tensor(saved).to(t.device))
 
     def errors(self) -> dict:
         """Per-class standard/boundary/robust error (%), avg and worst, and the raw counts."""

@@ -43,7 +43,7 @@ from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
 from battui.engine.evaluate import AttackSpec, check_spec, evaluate, spec_from_config
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
-from battui.engine.loop import attack_event, reset_attack_counter, summed_counter, train_epoch
+from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
 from battui.engine.runlock import RunLock
 from battui.engine.setup import (
@@ -220,7 +220,7 @@ class Trainer:
     def _payload(self, epoch_done: int, batch_done: int) -> dict:
         progress = None
         if batch_done:
-            progress = {"tensors": [t.cpu() for t in summed_counter(self.attack_counter, self)._tensors()]}
+            progress = self.attack_counter.summed().state()
         return {
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
             "epoch": epoch_done, "batch": batch_done, "step": self.step,
@@ -301,24 +301,25 @@ class Trainer:
         if self.resumed_from is not None:
             where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")
             self.emit(Message(text=f"resumed from {self.resumed_from} at {where} ({self.device_note})"))
-        if self.method.needs_validation and self.start_epoch == 0 and not self.start_batch:
-            self._method_validation(-1)  # FRL's reference updates its multipliers before the first epoch too
+        if self.start_epoch == 0 and not self.start_batch:
+            self._method_validation(-1, self.method.start_training)  # a fresh run, once
         epoch = self.start_epoch
         for epoch in range(self.start_epoch, epochs):
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             if start_batch:
-                reset_attack_counter(self, self.epoch_progress if self.dist.is_main else None)
+                self.attack_counter.reset(self.epoch_progress if self.dist.is_main else None)
                 if self.dist.is_main:
                     runs.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
                 else:  # only rank 0's states are saved; other ranks continue from a fresh stream
                     runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
             else:
-                reset_attack_counter(self)
+                self.attack_counter.reset()
                 runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank))
-            outcome = train_epoch(self, epoch, start_batch)
+            outcome = self.train_epoch(epoch, start_batch)
             if outcome is not None:
                 return self._finish(outcome, epoch)
-            self.emit(attack_event(self, epoch, len(self.train_batches), partial=False))
+            n = len(self.train_batches)
+            self.emit(attack_event(self.attack_counter, epoch, n, n, partial=False))
             method_info = self._method_validation(epoch) if self.method.needs_validation else {}
             self.scheduler.step()
             metric = None
@@ -340,6 +341,25 @@ class Trainer:
         self.evaluate(self.test_batches, "test", epoch)
         return self._finish("completed", epochs)
 
+    def epoch_parts(self) -> EpochParts:
+        train = self.cfg.train
+        return EpochParts(step_module=self.step_module, method=self.method, optimizer=self.optimizer,
+                          batches=self.train_batches, counter=self.attack_counter, epochs=train.epochs,
+                          speed=self.speed, control=self.control, dist=self.dist, device=self.device,
+                          log_every=train.log_every, stats_every=train.attack_stats_every, started=self.started)
+
+    def train_epoch(self, epoch: int, start_batch: int = 0) -> str | None:
+        """Train one epoch (`loop.train_epoch`); None when it completed, else "interrupted" or
+        "failed" (checkpoint and error message already handled)."""
+        def save(step: int, batch_done: int, kind: str) -> bool:
+            self.step = step
+            return self.save_last(epoch_done=epoch, batch_done=batch_done, kind=kind)
+
+        end = train_epoch(self.epoch_parts(), epoch, step=self.step, start_batch=start_batch, emit=self.emit,
+                          save=save)
+        self.step = end.step
+        return self.fail(end.failure, epoch) if end.failure else end.outcome
+
     def _use_averaged_weights(self, epochs: int) -> None:
         """Methods that average weights (CFA's FAWA) end with the average: saved as
         fawa.pt and loaded for the test evaluation; last.pt keeps the raw weights for resuming."""
@@ -351,10 +371,11 @@ class Trainer:
             path = save_checkpoint(self.checkpoint_dir / "fawa.pt", self._payload(epochs, 0))
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
-    def _method_validation(self, epoch: int) -> dict:
+    def _method_validation(self, epoch: int, hook=None) -> dict:
+        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
         runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
         with self.speed.autocast():
-            info = self.method.end_epoch(self.run_model, self.val_full) or {}
+            info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
 
     def _finish(self, status: str, epoch: int) -> str:

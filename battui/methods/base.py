@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from battui.attacks import unwrap as unwrap  # the methods import it from here with their records
+
 
 @dataclass
 class AttackRecord:
@@ -36,11 +38,6 @@ class MethodOutput:
     loss: Tensor
     parts: Mapping[str, float]
     attack: AttackRecord
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP/DataParallel wrapper (the attack runs on it)."""
-    return getattr(model, "module", model)
 
 
 class LossParts(Mapping):
@@ -144,6 +141,11 @@ class Method(abc.ABC):
         """Called before each epoch; ``epoch`` counts from 0."""
         return None
 
+    def start_training(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Called once before the first epoch of a fresh run (not on a resume), with the
+        validation batches (FRL updates its multipliers here too, as its reference does)."""
+        return None
+
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         """Called after each epoch with validation batches (only used if ``needs_validation``)."""
         return {}
@@ -159,6 +161,18 @@ class Method(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             raise ValueError(f"{self.name} carries no state, got keys {sorted(state)}")
+
+    def checked_tensors(self, state: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Tensor]:
+        """The tensors ``shapes`` names in a saved ``state``, as CPU float64, each checked
+        against its shape (``ValueError`` naming the method, the key and both shapes):
+        the one check of every ``load_state_dict`` with per-class state."""
+        out = {}
+        for key, shape in shapes.items():
+            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
+            if t.shape != shape:
+                raise ValueError(f"{self.name}: {key} has shape {tuple(t.shape)}, expected {shape}")
+            out[key] = t
+        return out
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k, v)!r}" for k, v in self.defaults().items())

@@ -61,9 +61,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import linf_pgd
+from battui.attacks import class_sums, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, add_batch, trades_terms
 
 
 # -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
@@ -118,22 +118,16 @@ class CFA(Method):
         self._seen = torch.zeros(k, **f64)       # this epoch: samples per class
         self.fawa: dict[str, Tensor] | None = None
         self.fawa_count = 0
-        self.trained_since_val = False  # the engine also validates once before training
 
     # -- CCM / CCR
     def observe(self, y: Tensor, robust_correct: Tensor) -> None:
         """Add one batch's training robust outcomes (bool [B]) to this epoch's counts."""
-        dtype = accumulator_dtype(y.device)
-        if self._hits.device != y.device or self._hits.dtype != dtype:
-            self._hits, self._seen = self._hits.to(y.device, dtype), self._seen.to(y.device, dtype)
-        ones = torch.ones_like(y, dtype=dtype)
-        self._hits += class_sums(y, robust_correct.detach(), self.num_classes, dtype)
-        self._seen += class_sums(y, ones, self.num_classes, dtype)
+        self._hits, self._seen = add_batch(self._hits, self._seen, y, robust_correct, self.num_classes)
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         if epoch == self.epoch:
             return  # resumed inside this epoch: keep its budgets and partial counts
-        hits, seen = sum_across_ranks(self._hits), sum_across_ranks(self._seen)
+        hits, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (self._hits, self._seen))
         if float(seen.sum()) > 0:
             # a class absent from the epoch keeps its previous accuracy
             self.train_acc = torch.where(seen > 0, hits / seen.clamp(min=1), self.train_acc)
@@ -156,7 +150,6 @@ class CFA(Method):
         ce_term = (ce / (1 + beta_y)).mean()
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)
-        self.trained_since_val = True
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
@@ -176,9 +169,6 @@ class CFA(Method):
         return None if self.fawa is None else dict(self.fawa)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        if not self.trained_since_val:
-            return {}  # FAWA averages trained checkpoints only (the engine's pre-training call)
-        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         hits = seen = None
@@ -186,12 +176,12 @@ class CFA(Method):
             res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
                            objective="ce", start="uniform")
             dtype = accumulator_dtype(y.device)
-            h = class_sums(y, res.adv_pred == y, k, dtype)
-            s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
+            h = class_sums(y, k, res.adv_pred == y, dtype)
+            s = class_sums(y, k, dtype=dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
         if hits is None:  # this rank's shard is empty; the others' still count
             hits = seen = torch.zeros(k, dtype=torch.float64)
-        hits, seen = sum_across_ranks(hits), sum_across_ranks(seen)  # shards -> the whole split
+        hits, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (hits, seen))  # shards -> the whole split
         if float(seen.sum()) == 0:
             raise ValueError("cfa: end_epoch needs a non-empty validation split")
         present = seen > 0
@@ -214,13 +204,9 @@ class CFA(Method):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        k = self.num_classes
-        for key, attr in (("class_eps", "class_eps"), ("class_beta", "class_beta"),
-                          ("train_acc", "train_acc"), ("hits", "_hits"), ("seen", "_seen")):
-            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
-            if t.shape != (k,):
-                raise ValueError(f"cfa: {key} has shape {tuple(t.shape)}, expected ({k},)")
-            setattr(self, attr, t)
+        names = ("class_eps", "class_beta", "train_acc", "hits", "seen")
+        t = self.checked_tensors(state, dict.fromkeys(names, (self.num_classes,)))
+        self.class_eps, self.class_beta, self.train_acc, self._hits, self._seen = (t[n] for n in names)
         self.measured_epochs, self.epoch = int(state["measured_epochs"]), int(state["epoch"])
         fawa = state.get("fawa")
         self.fawa = None if fawa is None else {name: torch.as_tensor(v) for name, v in fawa.items()}

@@ -1,7 +1,8 @@
 """Shared mechanics of the class-wise TRADES variants (CFA, DAFA, WAT).
 
-The TRADES attack and loss terms with per-sample budgets, and per-class sums
-accumulated on the device (summed over DDP ranks when distributed).
+The TRADES attack and loss terms with per-sample budgets, and the dtype of their
+per-class sums on the device (`attacks.losses.class_sums`, summed over DDP ranks with
+`attacks.losses.sum_over_ranks`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import AttackResult, kl_logits, linf_pgd
-from battui.attacks.losses import one_hot
+from battui.attacks import AttackResult, class_sums, kl_logits, linf_pgd
 from battui.methods.base import unwrap
 
 
@@ -31,24 +31,14 @@ def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor,
     return res, logits_adv, ce, kl_logits(logits, logits_adv, reduction="none")
 
 
-def class_sums(y: Tensor, values: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
-    """Per-class sums of ``values`` ([B] or [B, D]) -> [K] or [K, D], as a one-hot
-    matmul (deterministic on every device, no host sync)."""
-    onehot = one_hot(y, num_classes).to(dtype)
-    return onehot.t() @ values.to(dtype)
-
-
 def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def sum_across_ranks(t: Tensor) -> Tensor:
-    """``t`` summed over DDP ranks (a CPU float64 copy); ``t`` itself when not distributed."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return t.detach().to("cpu", torch.float64)
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    buf = t.detach().to(dev, torch.float32 if dev.type == "mps" else torch.float64).clone()
-    dist.all_reduce(buf)
-    return buf.cpu()
+def add_batch(sums: Tensor, seen: Tensor, y: Tensor, values: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """An epoch's per-class sums of ``values`` and sample counts with one batch added, kept on
+    the batch's device in the accumulator dtype (CFA's robust hits, DAFA's softmax sums)."""
+    dtype = accumulator_dtype(y.device)
+    sums, seen = sums.to(y.device, dtype), seen.to(y.device, dtype)
+    return (sums + class_sums(y, num_classes, values.detach(), dtype),
+            seen + class_sums(y, num_classes, dtype=dtype))

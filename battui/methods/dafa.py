@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from battui.attacks import sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import add_batch, trades_terms
 
 
 def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
@@ -89,15 +90,11 @@ class DAFA(Method):
 
     def observe(self, y: Tensor, adv_probs: Tensor) -> None:
         """Add one batch's adversarial softmax [B, K] to this epoch's per-class sums."""
-        dtype = accumulator_dtype(y.device)
-        if self._seen.device != y.device or self._seen.dtype != dtype:
-            self._prob_sums, self._seen = self._prob_sums.to(y.device, dtype), self._seen.to(y.device, dtype)
-        self._prob_sums += class_sums(y, adv_probs.detach(), self.num_classes, dtype)
-        self._seen += class_sums(y, torch.ones_like(y, dtype=dtype), self.num_classes, dtype)
+        self._prob_sums, self._seen = add_batch(self._prob_sums, self._seen, y, adv_probs, self.num_classes)
 
     def similarity(self) -> Tensor:
         """p_i(j) from the counts so far (summed over ranks); a class with no samples gets a zero row."""
-        sums, seen = sum_across_ranks(self._prob_sums), sum_across_ranks(self._seen)
+        sums, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (self._prob_sums, self._seen))
         return sums / seen.clamp(min=1)[:, None]
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
@@ -132,12 +129,6 @@ class DAFA(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.num_classes
-        shapes = {"weights": (k,), "prob_sums": (k, k), "seen": (k,)}
-        loaded = {}
-        for key, shape in shapes.items():
-            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
-            if t.shape != shape:
-                raise ValueError(f"dafa: {key} has shape {tuple(t.shape)}, expected {shape}")
-            loaded[key] = t
+        loaded = self.checked_tensors(state, {"weights": (k,), "prob_sums": (k, k), "seen": (k,)})
         self.weights, self._prob_sums, self._seen = loaded["weights"], loaded["prob_sums"], loaded["seen"]
         self.applied, self.epoch = bool(state["applied"]), int(state["epoch"])

@@ -20,8 +20,8 @@ and the training loss of the next epoch is
 
 with x' the TRADES-KL attack under per-sample eps_{y_n} and step max_i(eps_i) / 4.
 The lambdas start at 0 (uniform weights, eps unchanged). To follow the
-reference exactly (it updates *before* each epoch's training), call
-``end_epoch`` once before the first epoch as well.
+reference exactly (it updates *before* each epoch's training), ``start_training``
+runs the same update once before the first epoch.
 
 Arguments:
     eps (float): base Linf budget. (Default: 8/255)
@@ -43,7 +43,8 @@ Shape:
 Example::
 
     method = build_method("frl", num_classes=10, tau=0.05)
-    method.end_epoch(model, val_batches)        # before epoch 1, then after each
+    method.start_training(model, val_batches)   # before epoch 1
+    method.end_epoch(model, val_batches)        # after each epoch
     out = method.loss(model, x, y)
 """
 
@@ -55,9 +56,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import eval_mode, kl_logits, linf_pgd
+from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks
+from battui.methods.classwise import accumulator_dtype
 
 
 def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
@@ -137,6 +138,9 @@ class FRL(Method):
             "eps_max": float(eps_c.max()), "eps_min": float(eps_c.min()),
         }
 
+    def start_training(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        self.end_epoch(model, val_batches)
+
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         net = unwrap(model)
         k = self.num_classes
@@ -148,10 +152,10 @@ class FRL(Method):
                            objective="ce", start="uniform")
             aok = res.adv_pred == y
             dtype = accumulator_dtype(y.device)
-            part = torch.stack([class_sums(y, v, k, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
+            part = torch.stack([class_sums(y, k, v, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
             sums = part if sums is None else sums + part
         # this rank's shard -> the whole split under DDP (a rank may hold no batch at all)
-        sums = sum_across_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums)
+        sums = sum_over_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums).to("cpu", torch.float64)
         if float(sums[0].sum()) == 0:
             raise ValueError("frl: end_epoch needs a non-empty validation split")
         seen = sums[0].clamp(min=1)
@@ -180,8 +184,5 @@ class FRL(Method):
                 "lambda2": self.lambda2.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("lambda0", "lambda1", "lambda2"):
-            t = torch.as_tensor(state[key], dtype=torch.float64).cpu()
-            if t.shape != (self.num_classes,):
-                raise ValueError(f"frl: {key} has shape {tuple(t.shape)}, expected ({self.num_classes},)")
-            setattr(self, key, t)
+        t = self.checked_tensors(state, dict.fromkeys(("lambda0", "lambda1", "lambda2"), (self.num_classes,)))
+        self.lambda0, self.lambda1, self.lambda2 = t["lambda0"], t["lambda1"], t["lambda2"]

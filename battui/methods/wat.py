@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import eval_mode, kl_logits, linf_pgd
+from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
+from battui.methods.classwise import accumulator_dtype, trades_terms
 
 
 def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
@@ -67,7 +67,6 @@ class WAT(Method):
         self.num_classes = int(num_classes)
         self.cum_cost = torch.zeros(self.num_classes + 1, dtype=torch.float64)
         self.rounds = 0
-        self.trained_since_val = False  # the engine also validates once before training
 
     @property
     def weights(self) -> Tensor:
@@ -85,9 +84,6 @@ class WAT(Method):
                 "w_max": float(w[:-1].max()), "w_min": float(w[:-1].min()), "w_avg_expert": float(w[-1])}
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        if not self.trained_since_val:
-            return {}  # Hedge rounds follow training epochs (the engine's pre-training call is skipped)
-        self.trained_since_val = False
         net = unwrap(model)
         k = self.num_classes
         sums = seen = hits = None
@@ -99,12 +95,13 @@ class WAT(Method):
                 cost = (torch.nn.functional.cross_entropy(logits, y, reduction="none")
                         + self.beta * kl_logits(logits, logits_adv, reduction="none"))
             dtype = accumulator_dtype(y.device)
-            parts = (class_sums(y, cost, k, dtype), class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype),
-                     class_sums(y, logits_adv.argmax(1) == y, k, dtype))
+            parts = (class_sums(y, k, cost, dtype), class_sums(y, k, dtype=dtype),
+                     class_sums(y, k, logits_adv.argmax(1) == y, dtype))
             sums, seen, hits = parts if sums is None else (sums + parts[0], seen + parts[1], hits + parts[2])
         if sums is None:  # this rank's shard is empty; the others' still count
             sums = seen = hits = torch.zeros(k, dtype=torch.float64)
-        sums, seen, hits = (sum_across_ranks(t) for t in (sums, seen, hits))  # shards -> the whole split
+        # shards -> the whole split
+        sums, seen, hits = (sum_over_ranks(t).to("cpu", torch.float64) for t in (sums, seen, hits))
         if float(seen.sum()) == 0:
             raise ValueError("wat: end_epoch needs a non-empty validation split")
         # a class absent from the split costs its mean-so-far (0 on the first round): no pull either way
@@ -122,7 +119,6 @@ class WAT(Method):
         per_sample = ce + self.beta * kl
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
-        self.trained_since_val = True
         return MethodOutput(class_term + avg_term, float_parts(worst_class=class_term, average=avg_term),
                             AttackRecord(res.steps_to_flip, res.adv_pred))
 
@@ -130,7 +126,5 @@ class WAT(Method):
         return {"cum_cost": self.cum_cost.clone(), "rounds": self.rounds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        t = torch.as_tensor(state["cum_cost"], dtype=torch.float64).cpu()
-        if t.shape != (self.num_classes + 1,):
-            raise ValueError(f"wat: cum_cost has shape {tuple(t.shape)}, expected ({self.num_classes + 1},)")
-        self.cum_cost, self.rounds = t, int(state["rounds"])
+        self.cum_cost = self.checked_tensors(state, {"cum_cost": (self.num_classes + 1,)})["cum_cost"]
+        self.rounds = int(state["rounds"])
