@@ -143,7 +143,7 @@ def validate_config(cfg) -> None:
         raise UserError(f"model.width={cfg.model.width}: only the cnn takes a width (0 = the model's default)")
     check_number("model.width", cfg.model.width, 0, 1024, hint=" (cnn channels; 0 = its default, 32)")
     if cfg.model.width % 2:
-        raise UserError(f"model.width={cfg.model.width}: the cnn's width must be even (its first convolution has width/2)")
+        raise UserError(f"model.width={cfg.model.width}: the cnn's width must be even (its first convolution has w/2)")
 
     a = cfg.attack
     check_number("attack.eps", a.eps, 0.0, 1.0, low_open=True, hint=" (images are in [0, 1])")

@@ -60,7 +60,8 @@ def test_cnn_depth_and_width_are_read_from_weights_where_the_config_leaves_them_
         state = Normalized(SmallCNN(10, 1, width=width, depth=depth), [0.5], [0.5]).state_dict()  # "model." prefix
         options = model_options(cfg, state)
         assert options == {"depth": depth, "width": width}
-        build_model("cnn", 10, in_channels=1, **options).load_state_dict(SmallCNN(10, 1, width=width, depth=depth).state_dict())
+        trained = SmallCNN(10, 1, width=width, depth=depth).state_dict()
+        build_model("cnn", 10, in_channels=1, **options).load_state_dict(trained)
     # what the config says wins; no weights, no guess
     assert model_options(load_config("digits-cnn", ["model.depth=3", "model.width=0"]).model,
                          SmallCNN(10, 1, depth=2).state_dict()) == {"depth": 3, "width": 32}

@@ -93,7 +93,8 @@ def _config(path: Path, ckpt: dict, opts: Foreign):
                         "other code, say what they are: --model NAME --dataset NAME (e.g. --model resnet18 "
                         "--dataset cifar10)")
     # The cnn's depth and width come from the file's own weights (a preset says nothing of another file).
-    return load_config(DATASET_PRESETS[opts.dataset], [f"model.name={opts.model}", "model.depth=0", "model.width=0", *opts.sets])
+    return load_config(DATASET_PRESETS[opts.dataset],
+                       [f"model.name={opts.model}", "model.depth=0", "model.width=0", *opts.sets])
 
 
 def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
