@@ -1,19 +1,15 @@
-"""Adversarial attacks: one shared Linf PGD loop (``linf_pgd``), its CE
-evaluation form (``pgd``) and BAT's early-stopped ``boundary_examples``."""
+"""Adversarial attacks: one Linf PGD loop (``pgd``, returning ``PGDResult``) that
+every method, BAT's boundary examples and the evaluation share; AutoAttack in
+``battui.attacks.autoattack``."""
 
-from battui.attacks.boundary import BoundaryExamples, boundary_examples
 from battui.attacks.losses import kl_logits, kl_uniform, per_class_mean
-from battui.attacks.pgd import AttackResult, eval_mode, linf_pgd, pgd, run_pgd
+from battui.attacks.pgd import PGDResult, eval_mode, pgd
 
 __all__ = [
-    "AttackResult",
-    "BoundaryExamples",
-    "boundary_examples",
+    "PGDResult",
     "eval_mode",
     "kl_logits",
     "kl_uniform",
-    "linf_pgd",
     "per_class_mean",
     "pgd",
-    "run_pgd",
 ]

@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import linf_pgd
+from battui.attacks import pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 from battui.methods.classwise import accumulator_dtype, class_sums, sum_across_ranks, trades_terms
 
@@ -158,7 +158,7 @@ class CFA(Method):
         self.observe(y, logits_adv.detach().argmax(1) == y)
         self.trained_since_val = True
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
-                            AttackRecord(res.steps_to_flip, res.adv_pred))
+                            AttackRecord(res.steps_to_flip, res.pred_last))
 
     # -- FAWA
     def fawa_update(self, model: nn.Module, worst_robust_acc: float) -> bool:
@@ -183,10 +183,10 @@ class CFA(Method):
         k = self.num_classes
         hits = seen = None
         for x, y in val_batches:
-            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
-                           objective="ce", start="uniform")
+            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                      objective="ce", start="uniform")
             dtype = accumulator_dtype(y.device)
-            h = class_sums(y, res.adv_pred == y, k, dtype)
+            h = class_sums(y, res.pred_last == y, k, dtype)
             s = class_sums(y, torch.ones_like(y, dtype=dtype), k, dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
         if hits is None:  # this rank's shard is empty; the others' still count
