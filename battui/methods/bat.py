@@ -64,7 +64,6 @@ TABLE2: dict[int, dict[str, object]] = {
 
 
 class BAT(Method):
-    __doc__ = __doc__
     name = "bat"
     label = "BAT"
 

@@ -91,7 +91,6 @@ def weight_average(avg: dict[str, Tensor] | None, state: dict[str, Tensor], deca
 
 
 class CFA(Method):
-    __doc__ = __doc__
     name = "cfa"
     label = "CFA"
     needs_validation = True

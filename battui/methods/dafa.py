@@ -63,7 +63,6 @@ def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
 
 
 class DAFA(Method):
-    __doc__ = __doc__
     name = "dafa"
     label = "DAFA"
 

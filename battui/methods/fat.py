@@ -39,7 +39,6 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 
 
 class FAT(Method):
-    __doc__ = __doc__
     name = "fat"
     label = "FAT"
 

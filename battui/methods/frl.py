@@ -74,7 +74,6 @@ def class_weights(lam: Tensor) -> Tensor:
 
 
 class FRL(Method):
-    __doc__ = __doc__
     name = "frl"
     label = "FRL"
     needs_validation = True

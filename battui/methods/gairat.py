@@ -44,7 +44,6 @@ def gair_weights(kappa: Tensor, steps: int, lam: float, dtype: torch.dtype = tor
 
 
 class GAIRAT(Method):
-    __doc__ = __doc__
     name = "gairat"
     label = "GAIRAT"
 

@@ -31,7 +31,6 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 
 
 class PGDAT(Method):
-    __doc__ = __doc__
     name = "pgd-at"
     label = "PGD-AT"
 

@@ -35,7 +35,6 @@ from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts,
 
 
 class TRADES(Method):
-    __doc__ = __doc__
     name = "trades"
     label = "TRADES"
 

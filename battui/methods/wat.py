@@ -55,7 +55,6 @@ def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
 
 
 class WAT(Method):
-    __doc__ = __doc__
     name = "wat"
     label = "WAT"
     needs_validation = True
