@@ -11,7 +11,7 @@ step of 2/255 are of the same order. This script measures what that does: for
 PGD-``steps`` (CE, uniform start) and the TRADES-family attack (KL to p(x), start
 x + xi * N(0, I)) it attacks the same test images with the same weights and the
 same random draws in fp32, under bf16 autocast throughout, and under bf16 the way
-battui runs it (``run_pgd``'s default: for the gaussian start, p(x) and the first
+battui runs it (``pgd``'s default: for the gaussian start, p(x) and the first
 step in fp32), and judges every adversarial example in fp32. It prints the robust
 error (%) of each, averaged over ``--seeds`` draws, and bf16 minus fp32: a negative
 difference means bf16 made the attack weaker.
@@ -31,7 +31,7 @@ from contextlib import nullcontext
 
 import torch
 
-from battui.attacks import run_pgd
+from battui.attacks import pgd
 from battui.data.synthetic import make_synthetic_pool
 from battui.methods import build_method
 from battui.models import build_model, model_options
@@ -95,10 +95,10 @@ def robust_error(model, x, y, *, objective: str, start: str, bf16: bool, seed: i
     for i in range(0, len(y), 256):
         xb, yb = x[i:i + 256], y[i:i + 256]
         with ctx:
-            res = run_pgd(model, xb, yb, eps=EPS, step_size=STEP, steps=steps, objective=objective, start=start,
-                          precise_start=precise_start)
+            res = pgd(model, xb, yb, eps=EPS, step_size=STEP, steps=steps, objective=objective, start=start,
+                      precise_start=precise_start)
         with torch.no_grad():  # judged in fp32
-            wrong += int((model(res.x_adv).argmax(1) != yb).sum())
+            wrong += int((model(res.x_last).argmax(1) != yb).sum())
     return 100.0 * wrong / len(y)
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
             cells.append(f"{statistics.mean(e):.2f} ({statistics.mean(diffs):+.2f}, sd {sd:.2f})")
         print(f"{name:<26}" + "".join(f"{c:>24}" for c in cells))
-    print("bf16, all steps: every attack step under autocast; bf16, battui: run_pgd's default, which computes "
+    print("bf16, all steps: every attack step under autocast; bf16, battui: pgd's default, which computes "
           "p(x) and the first step in fp32 for the gaussian (TRADES-family) start")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0

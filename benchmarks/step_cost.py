@@ -70,7 +70,7 @@ from unittest import mock
 
 import torch
 
-from battui.attacks import boundary_examples, linf_pgd
+from battui.attacks import pgd
 from battui.data.synthetic import make_synthetic_pool
 from battui.methods import bat as bat_module
 from battui.methods import build_method
@@ -147,12 +147,13 @@ def measure(model, opt, x, y, args, device) -> dict:
     with torch.no_grad():
         model.eval()
         clean_acc = (model(x).argmax(1) == y).float().mean().item()
-    robust_acc = (linf_pgd(model, x, y, **attack).adv_pred == y).float().mean().item()
+    robust_acc = (pgd(model, x, y, **attack).pred_last == y).float().mean().item()
 
     methods = {"trades": build_method("trades", **attack), "bat": build_method("bat", **attack)}
     attacks = {
-        "trades": lambda: linf_pgd(model, x, y, **attack, objective="kl", start="gaussian"),
-        "bat": lambda: boundary_examples(model, x, y, attack["eps"], args.step_size, args.steps),
+        "trades": lambda: pgd(model, x, y, **attack, objective="kl", start="gaussian"),
+        "bat": lambda: pgd(model, x, y, **attack, objective="kl", start="gaussian", stop_after_flip=0,
+                           record_boundary=True),
     }
 
     # Attack work: the rows of every forward with a grad-carrying input (forward+backward rows).
@@ -168,15 +169,15 @@ def measure(model, opt, x, y, args, device) -> dict:
     be = attacks["bat"]()
     counting = "trades"
     torch.manual_seed(1)
-    pgd = attacks["trades"]()
+    kl_attack = attacks["trades"]()
     handle.remove()
     stf = be.steps_to_flip.cpu()
     hist = [int((stf == k).sum()) for k in range(args.steps + 1)] + [int((stf == -1).sum())]
 
     # The loss part alone: the method's step with its attack replaced by the result computed above.
     fixed_attack = {
-        "trades": mock.patch.object(trades_module, "linf_pgd", lambda *a, **k: pgd),
-        "bat": mock.patch.object(bat_module, "boundary_examples", lambda *a, **k: be),
+        "trades": mock.patch.object(trades_module, "pgd", lambda *a, **k: kl_attack),
+        "bat": mock.patch.object(bat_module, "pgd", lambda *a, **k: be),
     }
 
     def run(kind: str, name: str) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/sync_census.py                             # synthetic-tiny, every method, CPU
     python benchmarks/sync_census.py --preset digits-cnn --method bat --device cuda
 
-Runs one epoch of `train_epoch` under `SyncCensus` (battui.engine.syncs) with the
+Runs one epoch of `train_epoch` under `census_per_batch` (battui.engine.syncs) with the
 events pushed to the epoch's end, starts a new census segment at every batch, and
 prints per method the sync points of each step (the last one writes the epoch's
 batch event) and their kinds. On a CPU the same aten operations run as on CUDA,
@@ -18,8 +18,7 @@ import tempfile
 from collections import Counter
 
 from battui.config import load_config
-from battui.data.batches import Batches
-from battui.engine.syncs import SyncCensus
+from battui.engine.syncs import census_per_batch
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS
 
@@ -27,29 +26,15 @@ from battui.methods import METHODS
 def step_census(preset: str, method: str, device: str, extra: list[str], evaluation: bool = False) -> list[Counter]:
     """One Counter of sync kinds per training step of epoch 0 (or per batch of the
     per-epoch PGD evaluation of the validation split, with `evaluation`)."""
-    box: dict[str, SyncCensus] = {}
-    original = Batches.__iter__
-
-    def marked(self):
-        for item in original(self):
-            if "census" in box:
-                box["census"].mark()
-            yield item
-
     with tempfile.TemporaryDirectory() as root:
         cfg = load_config(preset, [f"run.root={root}", f"method.name={method}", f"run.device={device}",
                                    "train.log_every=1000000", "train.attack_stats_every=1000000", *extra])
         trainer = Trainer(cfg).prepare()
-        Batches.__iter__ = marked
-        try:
-            with SyncCensus() as census:
-                box["census"] = census
-                if evaluation:
-                    trainer.evaluate(trainer.val_batches, trainer.val_name, 0)
-                else:
-                    trainer.train_epoch(0)
-        finally:
-            Batches.__iter__ = original
+        with census_per_batch() as census:
+            if evaluation:
+                trainer.evaluate(trainer.val_batches, trainer.val_name, 0)
+            else:
+                trainer.train_epoch(0)
     return census.segments[1:]
 
 

@@ -1,4 +1,4 @@
-"""The shared PGD loop and BAT's boundary examples, against a plain reference."""
+"""The one PGD loop (`pgd`) and BAT's boundary examples from it, against a plain reference."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from battui.attacks import (
-    AttackResult,
-    boundary_examples,
-    kl_logits,
-    kl_uniform,
-    linf_pgd,
-    per_class_mean,
-    pgd,
-)
+from battui.attacks import PGDResult, kl_logits, kl_uniform, per_class_mean, pgd
 from tests._tiny import CountingModel, reference_pgd, start_noise, tiny_batch, tiny_mlp
 
 EPS, STEP, STEPS = 0.12, 0.02, 8
@@ -37,23 +29,24 @@ def _in_ball(x_adv, x, eps):
 
 
 @pytest.mark.parametrize("objective,start", [("ce", "uniform"), ("kl", "gaussian"), ("ce", "none")])
-def test_linf_pgd_matches_plain_reference(problem, objective, start):
+def test_pgd_matches_plain_reference(problem, objective, start):
     model, x, y = problem
     noise = start_noise(x, start, seed=3, eps=EPS)
     ref = reference_pgd(model, x, y, EPS, STEP, STEPS, objective=objective, noise=noise)
     torch.manual_seed(3)
-    res = linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, objective=objective, start=start)
-    assert isinstance(res, AttackResult)
-    torch.testing.assert_close(res.x_adv, ref["x_adv"], rtol=0, atol=1e-12)
+    res = pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, objective=objective, start=start)
+    assert isinstance(res, PGDResult)
+    assert res.x_last_correct is None and res.x_first_misclassified is None
+    torch.testing.assert_close(res.x_last, ref["x_adv"], rtol=0, atol=1e-12)
     assert torch.equal(res.steps_to_flip, ref["steps_to_flip"])
-    assert torch.equal(res.adv_pred, ref["adv_pred"])
+    assert torch.equal(res.pred_last, ref["adv_pred"])
     assert torch.equal(res.correct_steps, ref["kappa"])
-    assert res.steps_to_flip.dtype == torch.long and res.adv_pred.dtype == torch.long
+    assert res.steps_to_flip.dtype == torch.long and res.pred_last.dtype == torch.long
     # the problem is built so that every kind of outcome occurs
     stf = res.steps_to_flip
     assert (stf == 0).any() and (stf > 0).any() and (stf == -1).any()
     assert ((stf >= -1) & (stf <= STEPS)).all()
-    _in_ball(res.x_adv, x, EPS)
+    _in_ball(res.x_last, x, EPS)
 
 
 @pytest.mark.parametrize("tau", [0, 1, 3])
@@ -63,22 +56,22 @@ def test_early_stop_matches_reference_counter(problem, tau):
     noise = start_noise(x, "uniform", seed=5, eps=eps)
     ref = reference_pgd(model, x, y, eps, STEP, STEPS, noise=noise, stop_after_flip=tau)
     torch.manual_seed(5)
-    res = linf_pgd(model, x, y, eps=eps, step_size=STEP, steps=STEPS, stop_after_flip=tau)
-    torch.testing.assert_close(res.x_adv, ref["x_adv"], rtol=0, atol=1e-12)
+    res = pgd(model, x, y, eps=eps, step_size=STEP, steps=STEPS, stop_after_flip=tau)
+    torch.testing.assert_close(res.x_last, ref["x_adv"], rtol=0, atol=1e-12)
     assert torch.equal(res.steps_to_flip, ref["steps_to_flip"])
-    assert torch.equal(res.adv_pred, ref["adv_pred"])
-    _in_ball(res.x_adv, x, eps)
+    assert torch.equal(res.pred_last, ref["adv_pred"])
+    _in_ball(res.x_last, x, eps)
     # a stopped sample returns a misclassified iterate
     stopped = (res.steps_to_flip >= 0) & (res.steps_to_flip + tau < STEPS)
     with torch.no_grad():
-        assert (model(res.x_adv[stopped]).argmax(1) != y[stopped]).all()
+        assert (model(res.x_last[stopped]).argmax(1) != y[stopped]).all()
 
 
-def test_adv_pred_is_the_prediction_on_x_adv(problem):
+def test_pred_last_is_the_prediction_on_x_last(problem):
     model, x, y = problem
-    res = linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, stop_after_flip=0)
+    res = pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, stop_after_flip=0)
     with torch.no_grad():
-        assert torch.equal(model(res.x_adv).argmax(1), res.adv_pred)
+        assert torch.equal(model(res.x_last).argmax(1), res.pred_last)
 
 
 def test_attack_restores_modes_and_leaves_no_param_grads(problem):
@@ -87,9 +80,9 @@ def test_attack_restores_modes_and_leaves_no_param_grads(problem):
     model.train()
     model[1][1].eval()  # a mixed-mode model keeps each module's own flag
     with torch.no_grad():  # callers may hold a no_grad context
-        a = linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=3, start="none")
-    b = linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=3, start="none")
-    assert torch.equal(a.x_adv, b.x_adv)  # eval mode: deterministic, and grads worked under no_grad
+        a = pgd(model, x, y, eps=EPS, step_size=STEP, steps=3, start="none")
+    b = pgd(model, x, y, eps=EPS, step_size=STEP, steps=3, start="none")
+    assert torch.equal(a.x_last, b.x_last)  # eval mode: deterministic, and grads worked under no_grad
     assert model.training and model[0].training and not model[1][1].training and model[1][0].training
     assert all(p.grad is None for p in model.parameters())
 
@@ -106,20 +99,26 @@ def test_ddp_style_wrapper_is_unwrapped(problem):
             raise AssertionError("the attack must run on .module")
 
     torch.manual_seed(0)
-    a = pgd(Wrapper(model), x, y, EPS, STEP, 3)
+    a = pgd(Wrapper(model), x, y, eps=EPS, step_size=STEP, steps=3)
     torch.manual_seed(0)
-    b = pgd(model, x, y, EPS, STEP, 3)
-    assert torch.equal(a, b)
+    b = pgd(model, x, y, eps=EPS, step_size=STEP, steps=3)
+    assert torch.equal(a.x_last, b.x_last)
 
 
 def test_pgd_without_random_start_is_deterministic_ce_pgd(problem):
     model, x, y = problem
     ref = reference_pgd(model, x, y, EPS, STEP, 4, objective="ce")
-    out = pgd(model, x, y, EPS, STEP, 4, random_start=False)
-    torch.testing.assert_close(out, ref["x_adv"], rtol=0, atol=1e-12)
+    out = pgd(model, x, y, eps=EPS, step_size=STEP, steps=4, start="none")
+    torch.testing.assert_close(out.x_last, ref["x_adv"], rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- BAT boundary examples
+
+
+def boundary_examples(model, x, y):
+    """Algorithm 1 as BAT runs it: the early-stopped KL attack with the boundary pair recorded."""
+    return pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, objective="kl", start="gaussian",
+               stop_after_flip=0, record_boundary=True)
 
 
 def test_boundary_examples_match_design_3_1(problem):
@@ -127,10 +126,10 @@ def test_boundary_examples_match_design_3_1(problem):
     noise = start_noise(x, "gaussian", seed=7, eps=EPS)
     ref = reference_pgd(model, x, y, EPS, STEP, STEPS, objective="kl", noise=noise, stop_after_flip=0)
     torch.manual_seed(7)
-    be = boundary_examples(model, x, y, EPS, STEP, STEPS)
+    be = boundary_examples(model, x, y)
     assert torch.equal(be.steps_to_flip, ref["steps_to_flip"])
-    torch.testing.assert_close(be.x_clean, ref["x_clean"], rtol=0, atol=1e-12)
-    torch.testing.assert_close(be.x_adv, ref["x_first"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(be.x_last_correct, ref["x_clean"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(be.x_first_misclassified, ref["x_first"], rtol=0, atol=1e-12)
     stf = be.steps_to_flip
     assert (stf == 0).any() and (stf > 0).any() and (stf == -1).any()
 
@@ -139,38 +138,40 @@ def test_boundary_examples_properties(problem):
     """Checked from the outputs alone, with the model and the formula."""
     model, x, y = problem
     torch.manual_seed(11)
-    be = boundary_examples(model, x, y, EPS, STEP, STEPS)
+    be = boundary_examples(model, x, y)
     stf = be.steps_to_flip
-    _in_ball(be.x_clean, x, EPS)
-    _in_ball(be.x_adv, x, EPS)
+    _in_ball(be.x_last_correct, x, EPS)
+    _in_ball(be.x_first_misclassified, x, EPS)
     model.eval()
     with torch.no_grad():
-        pred_clean = model(be.x_clean).argmax(1)
-        pred_adv = model(be.x_adv).argmax(1)
+        pred_clean = model(be.x_last_correct).argmax(1)
+        pred_adv = model(be.x_first_misclassified).argmax(1)
         p0 = F.softmax(model(x), 1)
     at_start = stf == 0
     # flipped at the start point: both are x itself (Algorithm 1, lines 3 and 7)
-    assert torch.equal(be.x_clean[at_start], x[at_start]) and torch.equal(be.x_adv[at_start], x[at_start])
+    assert torch.equal(be.x_last_correct[at_start], x[at_start])
+    assert torch.equal(be.x_first_misclassified[at_start], x[at_start])
     # every other x_clean is classified correctly; every flipped x_adv is not
     assert (pred_clean[~at_start] == y[~at_start]).all()
     flipped = stf > 0
     assert (pred_adv[flipped] != y[flipped]).all()
     assert (pred_adv[stf == -1] == y[stf == -1]).all()
     # x_adv is exactly one KL attack step from x_clean
-    xc = be.x_clean[~at_start].clone().requires_grad_(True)
+    xc = be.x_last_correct[~at_start].clone().requires_grad_(True)
     kl = (p0[~at_start] * (p0[~at_start].log() - F.log_softmax(model(xc), 1))).sum()
     (g,) = torch.autograd.grad(kl, xc)
     xs = x[~at_start]
     one_step = torch.min(torch.max(xc.detach() + STEP * g.sign(), (xs - EPS).clamp(min=0)), (xs + EPS).clamp(max=1))
-    torch.testing.assert_close(be.x_adv[~at_start], one_step, rtol=0, atol=1e-12)
-    assert ((be.x_adv[~at_start] - be.x_clean[~at_start]).abs().amax(dim=(1, 2, 3)) <= STEP + 1e-12).all()
+    torch.testing.assert_close(be.x_first_misclassified[~at_start], one_step, rtol=0, atol=1e-12)
+    gap = (be.x_first_misclassified[~at_start] - be.x_last_correct[~at_start]).abs().amax(dim=(1, 2, 3))
+    assert (gap <= STEP + 1e-12).all()
 
 
 def test_boundary_examples_spend_no_model_evaluation_on_stopped_samples(problem):
     model, x, y = problem
     counted = CountingModel(model)
     torch.manual_seed(7)
-    be = boundary_examples(counted, x, y, EPS, STEP, STEPS)
+    be = boundary_examples(counted, x, y)
     stf = be.steps_to_flip
     n = x.shape[0]
     # forward 0: p(x) for the KL target; then iterate k sees exactly the samples
@@ -215,8 +216,8 @@ def test_per_class_mean():
 def test_bad_arguments_raise(problem):
     model, x, y = problem
     with pytest.raises(ValueError, match="objective"):
-        linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=1, objective="cw")
+        pgd(model, x, y, eps=EPS, step_size=STEP, steps=1, objective="cw")
     with pytest.raises(ValueError, match="start"):
-        linf_pgd(model, x, y, eps=EPS, step_size=STEP, steps=1, start="zero")
+        pgd(model, x, y, eps=EPS, step_size=STEP, steps=1, start="zero")
     with pytest.raises(ValueError, match="per-sample"):
-        linf_pgd(model, x, y, eps=torch.ones(3), step_size=STEP, steps=1)
+        pgd(model, x, y, eps=torch.ones(3), step_size=STEP, steps=1)

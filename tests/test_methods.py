@@ -56,7 +56,7 @@ def _kl_p_u(logits):  # KL(p || U)
 
 def test_registry_names_and_params():
     assert METHODS[:6] == PAPER_METHODS  # later issues may register more
-    for name in PAPER_METHODS:
+    for name in METHODS:
         params = method_params(name)
         assert params["eps"] == pytest.approx(8 / 255) and params["step_size"] == pytest.approx(2 / 255)
         assert params["steps"] == 10
@@ -84,7 +84,7 @@ def test_unknown_method_or_param_lists_valid_names():
 # ---------------------------------------------------------------- shared contract
 
 
-@pytest.mark.parametrize("name", PAPER_METHODS)
+@pytest.mark.parametrize("name", METHODS)
 def test_every_method_honours_the_contract(problem, name):
     model, x, y = problem
     extra = {"num_classes": K} if "num_classes" in method_params(name) else {}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from battui.attacks import kl_logits, linf_pgd
+from battui.attacks import kl_logits, pgd
 from battui.methods.cfa import CFA
 from battui.methods.dafa import DAFA, dafa_weights
 from battui.methods.wat import WAT
@@ -53,6 +53,19 @@ def roundtrip(state: dict) -> dict:
     torch.save(state, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=True)
+
+
+def loss_and_reference(method, x, y, seed: int, eps, step):
+    """The method's loss on a tiny model, and a copy's clean and adversarial logits
+    from the same start noise (TRADES' KL attack with per-sample ``eps``, ``step``)."""
+    model = tiny_model()
+    ref = copy.deepcopy(model)  # BatchNorm running stats move in the loss passes
+    torch.manual_seed(seed)
+    out = method.loss(model, x, y)
+    torch.manual_seed(seed)
+    res = pgd(ref, x, y, eps=eps, step_size=step, steps=STEPS, objective="kl", start="gaussian")
+    ref.train()
+    return out, ref(x), ref(res.x_last)
 
 
 def check_loss_and_ball(method, class_eps: torch.Tensor) -> None:
@@ -107,15 +120,8 @@ def test_cfa_loss_is_the_calibrated_trades_mix():
     x, y = tiny_data()
     m.observe(y, y % 2 == 0)  # A = [1, 0, 1, 0]
     m.start_epoch(1, 10)
-    model = tiny_model()
-    ref = copy.deepcopy(model)  # BatchNorm running stats move in the loss passes
-    torch.manual_seed(5)
-    out = m.loss(model, x, y)
-    torch.manual_seed(5)
     eps_y = torch.tensor([1.5, 0.5, 1.5, 0.5], dtype=torch.float64)[y] * EPS
-    res = linf_pgd(ref, x, y, eps=eps_y, step_size=STEP, steps=STEPS, objective="kl", start="gaussian")
-    ref.train()
-    logits, logits_adv = ref(x), ref(res.x_adv)
+    out, logits, logits_adv = loss_and_reference(m, x, y, 5, eps_y, STEP)
     beta = torch.tensor([9.0, 3.0, 9.0, 3.0], dtype=torch.float64)[y]
     want = (F.cross_entropy(logits, y, reduction="none") / (1 + beta)
             + kl_logits(logits, logits_adv, reduction="none") * beta / (1 + beta)).mean()
@@ -245,16 +251,9 @@ def test_dafa_loss_grad_per_class_ball_and_weighting():
     m.start_epoch(1, 2)
     assert m.applied and not torch.equal(m.weights, torch.ones(K, dtype=torch.float64))
     check_loss_and_ball(m, m.class_eps)
-    model = tiny_model()
     x, y = tiny_data()
-    torch.manual_seed(3)
-    ref = copy.deepcopy(model)  # BatchNorm running stats move in the loss passes
-    out = m.loss(model, x, y)
-    torch.manual_seed(3)
     w = m.weights[y]
-    res = linf_pgd(ref, x, y, eps=w * EPS, step_size=w * STEP, steps=STEPS, objective="kl", start="gaussian")
-    ref.train()
-    logits, logits_adv = ref(x), ref(res.x_adv)
+    out, logits, logits_adv = loss_and_reference(m, x, y, 3, w * EPS, w * STEP)
     want = (w * F.cross_entropy(logits, y, reduction="none")).mean() + 6.0 * kl_logits(logits, logits_adv)
     torch.testing.assert_close(out.loss, want)
 
@@ -291,15 +290,8 @@ def test_wat_loss_weights_classes_and_average_expert():
     m = WAT(eps=EPS, step_size=STEP, steps=STEPS, num_classes=K, eta=0.5)
     m.update(torch.tensor([3.0, 1.0, 0.0, 2.0]), 1.5)
     check_loss_and_ball(m, torch.full((K,), EPS, dtype=torch.float64))
-    model = tiny_model()
     x, y = tiny_data()
-    torch.manual_seed(4)
-    ref = copy.deepcopy(model)  # BatchNorm running stats move in the loss passes
-    out = m.loss(model, x, y)
-    torch.manual_seed(4)
-    res = linf_pgd(ref, x, y, eps=EPS, step_size=STEP, steps=STEPS, objective="kl", start="gaussian")
-    ref.train()
-    logits, logits_adv = ref(x), ref(res.x_adv)
+    out, logits, logits_adv = loss_and_reference(m, x, y, 4, EPS, STEP)
     per = F.cross_entropy(logits, y, reduction="none") + 6.0 * kl_logits(logits, logits_adv, reduction="none")
     w = m.weights
     torch.testing.assert_close(out.loss, (w[:K][y] * per).mean() + w[K] * per.mean())

@@ -20,29 +20,13 @@ from battui.config import load_config
 from battui.data.batches import Batches
 from battui.engine.evaluate import AttackSpec, evaluate
 from battui.engine.metrics import ClassCounter
-from battui.engine.syncs import SyncCensus
+from battui.engine.syncs import SyncCensus, census_per_batch
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS, build_method
 from battui.methods.base import float_parts
 
 STEPS = 5  # synthetic-tiny's attack steps
 LIMIT = {"bat": STEPS + 3, "fat": STEPS + 3}
-
-
-@pytest.fixture
-def marked_batches(monkeypatch):
-    """Every batch a `Batches` yields starts a new census segment."""
-    box: dict[str, SyncCensus] = {}
-    original = Batches.__iter__
-
-    def iterate(self):
-        for item in original(self):
-            if "census" in box:
-                box["census"].mark()
-            yield item
-
-    monkeypatch.setattr(Batches, "__iter__", iterate)
-    return box
 
 
 def test_census_counts_each_kind_of_sync_and_nothing_else():
@@ -67,44 +51,40 @@ def test_census_counts_each_kind_of_sync_and_nothing_else():
     assert t.tolist() == t.tolist()
 
 
-def _step_counts(tmp_path: Path, marked_batches, method: str, *overrides: str) -> list[int]:
+def _step_counts(tmp_path: Path, method: str, *overrides: str) -> list[int]:
     cfg = load_config("synthetic-tiny", [f"run.root={tmp_path}", f"method.name={method}", "train.epochs=1",
                                          "train.log_every=1000", "train.attack_stats_every=1000", *overrides])
     trainer = Trainer(cfg).prepare()
     n = len(trainer.train_batches)
     assert n >= 4
-    with SyncCensus() as census:
-        marked_batches["census"] = census
+    with census_per_batch() as census:
         assert trainer.train_epoch(0) is None
-        del marked_batches["census"]
     counts = census.per_segment()
     assert len(counts) == n + 1  # setup, then one segment per step
     return counts[1:-1]  # the last step writes the epoch's batch event
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_training_step_sync_points_within_limits(tmp_path, marked_batches, method):
-    counts = _step_counts(tmp_path, marked_batches, method)
+def test_training_step_sync_points_within_limits(tmp_path, method):
+    counts = _step_counts(tmp_path, method)
     assert max(counts) <= LIMIT.get(method, 3), counts
     assert min(counts) >= 1  # the non-finite loss check reads the loss once per step
 
 
-def test_bf16_channels_last_step_adds_no_sync(tmp_path, marked_batches):
-    counts = _step_counts(tmp_path, marked_batches, "trades", "train.amp=true", "train.channels_last=true")
+def test_bf16_channels_last_step_adds_no_sync(tmp_path):
+    counts = _step_counts(tmp_path, "trades", "train.amp=true", "train.channels_last=true")
     assert max(counts) <= 3, counts
 
 
-def test_pgd_evaluation_batch_sync_points(marked_batches):
+def test_pgd_evaluation_batch_sync_points():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
     x, y = torch.rand(96, 3, 8, 8), torch.randint(0, 10, (96,))
     from battui.data.splits import ArraySplit
 
     batches = Batches(ArraySplit((x * 255).to(torch.uint8), y), 16)
-    with SyncCensus() as census:
-        marked_batches["census"] = census
+    with census_per_batch() as census:
         result = evaluate(model, batches, num_classes=10, spec=AttackSpec(eps=0.1, step_size=0.03, steps=20))
-        del marked_batches["census"]
     per_batch = census.per_segment()[1:-1]  # the last segment also sums and reads the counts
     assert len(per_batch) == 5 and max(per_batch) <= 2, census.segments
     assert result["n"] == 96

@@ -48,11 +48,16 @@ def wait_for(predicate, timeout: float, step: float = 0.25) -> bool:
     return False
 
 
-def test_train_shows_class_bars_and_q_saves_a_checkpoint(tmp_path: Path):
+def train_in_tmux(tmp_path: Path, session: str) -> tuple[Tmux, Path]:
+    """`battui train` (synthetic-tiny, 50 epochs, CPU) in a 100x30 tmux session; its exit code lands in the path."""
     done = tmp_path / "exit-code"
     command = (f"cd {tmp_path} && {sys.executable} -m battui train --preset synthetic-tiny "
                f"--set train.epochs=50 --device cpu; echo $? > {done}; sleep 30")
-    term = Tmux(f"battui-test-{os.getpid()}", 100, 30, command)
+    return Tmux(f"{session}-{os.getpid()}", 100, 30, command), done
+
+
+def test_train_shows_class_bars_and_q_saves_a_checkpoint(tmp_path: Path):
+    term, done = train_in_tmux(tmp_path, "battui-test")
     try:
         shown = wait_for(lambda: "standard + boundary" in (s := term.screen()) and "class3" in s, timeout=60)
         screen = term.screen()
@@ -68,10 +73,7 @@ def test_train_shows_class_bars_and_q_saves_a_checkpoint(tmp_path: Path):
 
 
 def test_ctrl_c_in_the_dashboard_saves_and_exits_130(tmp_path: Path):
-    done = tmp_path / "exit-code"
-    command = (f"cd {tmp_path} && {sys.executable} -m battui train --preset synthetic-tiny "
-               f"--set train.epochs=50 --device cpu; echo $? > {done}; sleep 30")
-    term = Tmux(f"battui-ctrlc-{os.getpid()}", 100, 30, command)
+    term, done = train_in_tmux(tmp_path, "battui-ctrlc")
     try:
         assert wait_for(lambda: "class errors" in term.screen() and "epoch 1/50 batch" in term.screen(), 60)
         term.keys("C-c")

@@ -1,22 +1,18 @@
-"""Adversarial attacks: one shared Linf PGD loop (``linf_pgd``), its CE
-evaluation form (``pgd``) and BAT's early-stopped ``boundary_examples``."""
+"""Adversarial attacks: one Linf PGD loop (``pgd``, returning ``PGDResult``) that
+every method, BAT's boundary examples and the evaluation share; AutoAttack in
+``battui.attacks.autoattack``."""
 
-from battui.attacks.boundary import BoundaryExamples, boundary_examples
 from battui.attacks.losses import class_sums, kl_logits, kl_uniform, per_class_mean, sum_over_ranks
-from battui.attacks.pgd import AttackResult, eval_mode, linf_pgd, pgd, run_pgd, unwrap
+from battui.attacks.pgd import PGDResult, eval_mode, pgd, unwrap
 
 __all__ = [
-    "AttackResult",
-    "BoundaryExamples",
-    "boundary_examples",
+    "PGDResult",
     "class_sums",
     "eval_mode",
     "kl_logits",
     "kl_uniform",
-    "linf_pgd",
     "per_class_mean",
     "pgd",
-    "run_pgd",
     "sum_over_ranks",
     "unwrap",
 ]

@@ -33,36 +33,30 @@ STARTS = ("uniform", "gaussian", "none")
 
 
 @dataclass
-class AttackResult:
-    """What an attack returns, per sample of the batch.
+class PGDResult:
+    """What ``pgd`` returns, per sample of the batch.
 
-    x_adv: the adversarial example, same shape as the input.
+    x_last: the last iterate of each sample's attack, same shape as the input:
+        x^steps, or, with ``stop_after_flip``, the iterate where the sample stopped.
+    pred_last: LongTensor [B]; the model's prediction on ``x_last`` (eval mode).
     steps_to_flip: LongTensor [B]; attack steps applied to the iterate when it
         was first seen misclassified; 0 = the start point already was,
         -1 = never within the budget. Values in 0..steps or -1.
-    adv_pred: LongTensor [B]; the model's prediction on ``x_adv`` (eval mode).
-    correct_steps: LongTensor [B] or None; how many of the evaluated iterates
+    correct_steps: LongTensor [B]; how many of the evaluated iterates
         x^0..x^(steps-1) were classified correctly (GAIRAT's kappa).
+    x_last_correct, x_first_misclassified: BAT's boundary pair, only with
+        ``record_boundary`` (else None): the last iterate classified correctly
+        before the first flip and the first misclassified iterate, one attack
+        step later; both are x itself for samples flipped at the start point,
+        and x^(steps-1), x^steps for samples never flipped within the loop.
     """
 
-    x_adv: Tensor
+    x_last: Tensor
+    pred_last: Tensor
     steps_to_flip: Tensor
-    adv_pred: Tensor
-    correct_steps: Tensor | None = None
-
-
-@dataclass
-class PGDTrace(AttackResult):
-    """``AttackResult`` plus BAT's boundary pair (only when ``record_boundary``).
-
-    x_clean: the last iterate classified correctly before the first flip
-        (x itself for samples flipped at the start point).
-    x_first_adv: the first misclassified iterate (x itself for samples flipped
-        at the start point; x^steps for samples never flipped).
-    """
-
-    x_clean: Tensor | None = None
-    x_first_adv: Tensor | None = None
+    correct_steps: Tensor
+    x_last_correct: Tensor | None = None
+    x_first_misclassified: Tensor | None = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -128,7 +122,7 @@ def _attack_loss(logits: Tensor, y: Tensor, p0: Tensor | None, weight: Tensor | 
     return per if weight is None else (per * weight).sum()
 
 
-def run_pgd(
+def pgd(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -143,24 +137,50 @@ def run_pgd(
     omega: float = 0.0,
     record_boundary: bool = False,
     precise_start: bool | None = None,
-) -> PGDTrace:
-    """The shared loop; see ``linf_pgd`` for the arguments.
+) -> PGDResult:
+    r"""Linf projected gradient ascent, vectorised, with per-sample early stop.
 
-    ``record_boundary`` also keeps BAT's boundary pair for every sample
-    (the last correctly classified iterate and the first misclassified one),
-    whether or not samples stop early.
+    x^0 = start point;  x^{k+1} = Proj_{B(x, eps)}(x^k + step * sign(grad L(x^k)))
+    with B(x, eps) the Linf ball intersected with [0, 1]^d and
+    L = CE(f(x^k), y) (``objective="ce"``) or KL(p(x) || p(x^k)) (``"kl"``,
+    TRADES, p(x) computed once in eval mode and held fixed).
 
-    ``precise_start`` (default None = when the start is "gaussian" and autocast
-    is on): compute p(x) and the first step's forward and backward in fp32. The
-    start x + xi * N(0, I) with xi = 0.001 is below bf16's resolution (~0.004 near
-    1), so under bf16 the first KL gradient is rounding noise instead of the
-    curvature direction it is in fp32; on digits this weakened the TRADES attack
-    by 2.6 points of robust error (docs/PERFORMANCE.md, benchmarks/bf16_attack.py).
+    Arguments:
+        model: logits model (a DDP wrapper is unwrapped); run in eval mode,
+            each module's mode restored afterwards; no parameter grads touched.
+        x: images in [0, 1], shape [B, ...]. y: labels, LongTensor [B].
+        eps, step_size: float or per-sample tensor [B].
+        steps: number of gradient steps (int).
+        objective: "ce" (default) or "kl".
+        start: "uniform" (x + U(-eps, eps), default), "gaussian" (x + xi * N(0, I))
+            or "none" (x); the start is clipped into B(x, eps).
+        xi: std of the gaussian start (default 0.001).
+        stop_after_flip: None (default) never stops early; k >= 0 stops a sample
+            the (k+1)-th time it is seen misclassified, i.e. k steps after its
+            first misclassification if it stays misclassified (FAT's tau and
+            its ``control`` counter). A stopped sample's ``x_last`` is that iterate.
+        omega: std of gaussian noise added after every step (FAT; default 0).
+        record_boundary: also keep BAT's boundary pair (``x_last_correct``,
+            ``x_first_misclassified``), whether or not samples stop early.
+            With ``objective="kl", start="gaussian", stop_after_flip=0`` this is
+            BAT's Algorithm 1 (docs/DESIGN.md section 3.1).
+        precise_start: (default None = when the start is "gaussian" and autocast
+            is on) compute p(x) and the first step's forward and backward in fp32.
+            The start x + xi * N(0, I) with xi = 0.001 is below bf16's resolution
+            (~0.004 near 1), so under bf16 the first KL gradient is rounding noise
+            instead of the curvature direction it is in fp32; on digits this weakened
+            the TRADES attack by 2.6 points of robust error (docs/PERFORMANCE.md,
+            benchmarks/bf16_attack.py).
 
     Host syncs: none without early stop (per-sample records are kept with
     ``torch.where`` and index copies); with ``stop_after_flip`` exactly one per
     attack step (the ``nonzero`` that shrinks the active set), taken after the
     step's backward pass has been queued.
+
+    Example::
+
+        res = pgd(model, x, y, eps=8/255, step_size=2/255, steps=20)
+        robust_acc = (res.pred_last == y).float().mean()
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -188,8 +208,8 @@ def run_pgd(
     long = dict(dtype=torch.long, device=x.device)
     steps_to_flip = torch.full((b,), -1, **long)
     correct_steps = torch.zeros(b, **long)
-    adv_pred = torch.zeros(b, **long)
-    x_out = torch.zeros_like(x)
+    pred_last = torch.zeros(b, **long)
+    x_last = torch.zeros_like(x)
     x_clean = x.clone() if record_boundary else None
     x_first = x.clone() if record_boundary else None
 
@@ -230,8 +250,8 @@ def run_pgd(
                 if budget is not None:
                     stop = wrong & (budget == 0)
                     budget = budget - (wrong & ~stop).long()
-                    _put(x_out, idx, torch.where(_rows(stop, cur), cur.detach(), _take(x_out, idx)))
-                    _put(adv_pred, idx, torch.where(stop, pred, _take(adv_pred, idx)))
+                    _put(x_last, idx, torch.where(_rows(stop, cur), cur.detach(), _take(x_last, idx)))
+                    _put(pred_last, idx, torch.where(stop, pred, _take(pred_last, idx)))
                     keep = ~stop
                 weight = None if keep is None else keep.to(logits.dtype)
                 loss = _attack_loss(logits, y_a, p0_a, weight)
@@ -262,84 +282,18 @@ def run_pgd(
             stf_a = _take(steps_to_flip, idx)
             never = stf_a == -1
             _put(steps_to_flip, idx, torch.where(wrong & never, steps, stf_a))
-            _put(x_out, idx, cur)
-            _put(adv_pred, idx, pred)
+            _put(x_last, idx, cur)
+            _put(pred_last, idx, pred)
             if record_boundary:
                 n = _rows(never, cur)
                 _put(x_clean, idx, torch.where(n, prev, _take(x_clean, idx)))
                 _put(x_first, idx, torch.where(n, cur, _take(x_first, idx)))
 
-    return PGDTrace(
-        x_adv=x_out,
+    return PGDResult(
+        x_last=x_last,
+        pred_last=pred_last,
         steps_to_flip=steps_to_flip,
-        adv_pred=adv_pred,
         correct_steps=correct_steps,
-        x_clean=x_clean,
-        x_first_adv=x_first,
+        x_last_correct=x_clean,
+        x_first_misclassified=x_first,
     )
-
-
-def linf_pgd(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float | Tensor,
-    step_size: float | Tensor,
-    steps: int,
-    objective: str = "ce",
-    start: str = "uniform",
-    xi: float = 0.001,
-    stop_after_flip: int | None = None,
-    omega: float = 0.0,
-) -> AttackResult:
-    r"""Linf projected gradient ascent, vectorised, with per-sample early stop.
-
-    x^0 = start point;  x^{k+1} = Proj_{B(x, eps)}(x^k + step * sign(grad L(x^k)))
-    with B(x, eps) the Linf ball intersected with [0, 1]^d and
-    L = CE(f(x^k), y) (``objective="ce"``) or KL(p(x) || p(x^k)) (``"kl"``,
-    TRADES, p(x) computed once in eval mode and held fixed).
-
-    Arguments:
-        model: logits model (a DDP wrapper is unwrapped); run in eval mode,
-            each module's mode restored afterwards; no parameter grads touched.
-        x: images in [0, 1], shape [B, ...]. y: labels, LongTensor [B].
-        eps, step_size: float or per-sample tensor [B].
-        steps: number of gradient steps (int).
-        objective: "ce" (default) or "kl".
-        start: "uniform" (x + U(-eps, eps), default), "gaussian" (x + xi * N(0, I))
-            or "none" (x); the start is clipped into B(x, eps).
-        xi: std of the gaussian start (default 0.001).
-        stop_after_flip: None (default) never stops early; k >= 0 stops a sample
-            the (k+1)-th time it is seen misclassified, i.e. k steps after its
-            first misclassification if it stays misclassified (FAT's tau and
-            its ``control`` counter). A stopped sample returns that iterate.
-        omega: std of gaussian noise added after every step (FAT; default 0).
-
-    Returns:
-        ``AttackResult`` (x_adv, steps_to_flip, adv_pred, correct_steps).
-
-    Example::
-
-        res = linf_pgd(model, x, y, eps=8/255, step_size=2/255, steps=20)
-        robust_acc = (res.adv_pred == y).float().mean()
-    """
-    t = run_pgd(
-        model, x, y, eps=eps, step_size=step_size, steps=steps, objective=objective,
-        start=start, xi=xi, stop_after_flip=stop_after_flip, omega=omega,
-    )
-    return AttackResult(t.x_adv, t.steps_to_flip, t.adv_pred, t.correct_steps)
-
-
-def pgd(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float | Tensor,
-    steps: int,
-    random_start: bool = True,
-) -> Tensor:
-    """CE PGD-Linf (Madry et al. 2018), uniform random start; returns x_adv."""
-    start = "uniform" if random_start else "none"
-    return linf_pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, start=start).x_adv

@@ -11,14 +11,17 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
 
 import typer
 
 from battui.cli import sweep as sweep_options
 from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
+from battui.methods import METHODS
 from battui.report.formats import emit, resolve_format
 from battui.report.output import check_output
 
@@ -83,6 +86,8 @@ def _emit(sections, data, kind: str, target) -> None:
     emit(sections, data, fmt=kind, output=target, console=console)
     if target is not None:
         err_console.print(f"wrote the {kind} report to {target}", highlight=False, soft_wrap=True)
+
+
 _MODEL = typer.Option(None, "--model", help="For weights saved by other code: the architecture (resnet18, wrn-34-10, "
                       "...). battui's own checkpoints carry theirs.")
 _DATASET = typer.Option(None, "--dataset", help="For weights saved by other code: the dataset (cifar10, cifar100, "
@@ -93,57 +98,87 @@ _SETS = typer.Option([], "--set", help="Override a config value of the evaluatio
                      "--set eval.amp=true (bf16; fp32 by default).")
 
 
-@app.command("eval")
+@dataclass
+class ReportOptions:
+    """The options `battui eval` and `battui compare` share; `_OPTIONS` holds each one's typer option."""
+
+    attack: str | None
+    eps: float | None
+    step_size: float | None
+    steps: int | None
+    restarts: int | None
+    seed: int | None
+    device: str
+    limit: int
+    fmt: str | None
+    output: str | None
+    no_cache: bool
+    force: bool
+    model: str | None
+    dataset: str | None
+    normalize: str | None
+    sets: list[str]
+
+    def spec_overrides(self) -> dict[str, Any]:
+        return _spec_overrides(self.attack, self.eps, self.step_size, self.steps, self.restarts, self.seed)
+
+    def checked(self, inputs: list[str]):
+        """(format, -o target), every option checked before any work."""
+        return _checked(self.fmt, self.output, self.force, inputs, self.attack, self.eps, self.step_size,
+                        self.steps, self.restarts, self.limit, self.seed)
+
+    def foreign(self):
+        return _foreign(self.model, self.dataset, self.normalize, self.sets)
+
+
+_OPTIONS = {"attack": _ATTACK, "eps": _EPS, "step_size": _STEP, "steps": _STEPS, "restarts": _RESTARTS, "seed": _SEED,
+            "device": _DEVICE, "limit": _LIMIT, "fmt": _FORMAT, "output": _OUTPUT, "no_cache": _NO_CACHE,
+            "force": _FORCE, "model": _MODEL, "dataset": _DATASET, "normalize": _NORMALIZE, "sets": _SETS}
+
+
+def _report_command(name: str):
+    """Register `fn(<its own arguments>, opts: ReportOptions)` as `battui NAME` with the shared options
+    after its own arguments (typer reads the command's signature, so the shared part is written once)."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "opts"]
+        hints = get_type_hints(ReportOptions)
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_OPTIONS[f.name],
+                                    annotation=hints[f.name]) for f in fields(ReportOptions)]
+
+        def command(**values: Any) -> None:
+            opts = ReportOptions(**{f.name: values.pop(f.name) for f in fields(ReportOptions)})
+            fn(**values, opts=opts)
+
+        command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+        command.__doc__ = fn.__doc__
+        app.command(name)(command)
+        return fn
+
+    return register
+
+
+@_report_command("eval")
 def eval_command(
     checkpoint: str = typer.Argument(..., help="A checkpoint file or a run folder (-> checkpoints/best.pt)."),
-    attack: str = _ATTACK,
-    eps: float = _EPS,
-    step_size: float = _STEP,
-    steps: int = _STEPS,
-    restarts: int = _RESTARTS,
-    seed: int = _SEED,
-    device: str = _DEVICE,
-    limit: int = _LIMIT,
-    fmt: str = _FORMAT,
-    output: str = _OUTPUT,
-    no_cache: bool = _NO_CACHE,
-    force: bool = _FORCE,
-    model: str = _MODEL,
-    dataset: str = _DATASET,
-    normalize: str = _NORMALIZE,
-    sets: list[str] = _SETS,
+    *,
+    opts: ReportOptions,
 ) -> None:
     """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
     from battui.report.layouts import eval_sections
 
-    kind, target = _checked(fmt, output, force, [checkpoint], attack, eps, step_size, steps, restarts, limit, seed)
-    foreign = _foreign(model, dataset, normalize, sets)
-    record = _evaluate(checkpoint, _spec_overrides(attack, eps, step_size, steps, restarts, seed), device, limit,
-                       not no_cache, foreign)
+    kind, target = opts.checked([checkpoint])
+    record = _evaluate(checkpoint, opts.spec_overrides(), opts.device, opts.limit, not opts.no_cache, opts.foreign())
     _emit(eval_sections(record), record, kind, target)
 
 
-@app.command("compare")
+@_report_command("compare")
 def compare_command(
     checkpoints: list[str] = typer.Argument(
         ..., help="Two or more checkpoints or run folders; deltas are against the first."
     ),
-    attack: str = _ATTACK,
-    eps: float = _EPS,
-    step_size: float = _STEP,
-    steps: int = _STEPS,
-    restarts: int = _RESTARTS,
-    seed: int = _SEED,
-    device: str = _DEVICE,
-    limit: int = _LIMIT,
-    fmt: str = _FORMAT,
-    output: str = _OUTPUT,
-    no_cache: bool = _NO_CACHE,
-    force: bool = _FORCE,
-    model: str = _MODEL,
-    dataset: str = _DATASET,
-    normalize: str = _NORMALIZE,
-    sets: list[str] = _SETS,
+    *,
+    opts: ReportOptions,
 ) -> None:
     """Evaluate checkpoints with the same attack and seed; print Table 1 side by side and per-class bars."""
     from battui.errors import UserError
@@ -153,15 +188,15 @@ def compare_command(
 
     if len(checkpoints) < 2:
         raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
-    kind, target = _checked(fmt, output, force, checkpoints, attack, eps, step_size, steps, restarts, limit, seed)
-    foreign = _foreign(model, dataset, normalize, sets)
+    kind, target = opts.checked(checkpoints)
+    foreign = opts.foreign()
     check_same_dataset([checkpoint_identity(path, foreign) for path in checkpoints])
     # One attack for all: unset values come from the first checkpoint's eval settings.
     first_cfg, _ = open_config(checkpoints[0], foreign)
-    spec = attack_spec(first_cfg, **_spec_overrides(attack, eps, step_size, steps, restarts, seed))
+    spec = attack_spec(first_cfg, **opts.spec_overrides())
     fixed = {"attack": spec.name, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
              "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
-    records = [_evaluate(path, fixed, device, limit, not no_cache, foreign) for path in checkpoints]
+    records = [_evaluate(path, fixed, opts.device, opts.limit, not opts.no_cache, foreign) for path in checkpoints]
     check_same_dataset(records)
     _emit(compare_sections(records), {"checkpoints": records}, kind, target)
 
@@ -175,7 +210,7 @@ def table_command(
     preset: str = typer.Option("digits-cnn", "--preset", "-p", help="The preset every run starts from."),
     methods: str = typer.Option(
         "pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat", "--methods",
-        help="Comma-separated rows of pgd-at, trades, frl, fat, gairat, bat, cfa, dafa or wat; "
+        help=f"Comma-separated rows of {', '.join(METHODS[:-1])} or {METHODS[-1]}; "
              "parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07).",
     ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),

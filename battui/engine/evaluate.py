@@ -97,18 +97,18 @@ def eval_precision(precision: str, device: torch.device) -> Iterator[None]:
 
 
 def _pgd_outcome(model, x, y, spec: AttackSpec):
-    from battui.attacks import linf_pgd
+    from battui.attacks import pgd
 
     adv_pred = steps = None
     for _ in range(max(1, spec.restarts)):
-        res = linf_pgd(model, x, y, eps=spec.eps, step_size=spec.step_size, steps=spec.steps,
-                       objective="ce", start="uniform")
+        res = pgd(model, x, y, eps=spec.eps, step_size=spec.step_size, steps=spec.steps,
+                  objective="ce", start="uniform")
         if adv_pred is None:
-            adv_pred, steps = res.adv_pred, res.steps_to_flip
+            adv_pred, steps = res.pred_last, res.steps_to_flip
             continue
         # keep the first restart that breaks a sample still unbroken
-        take = (adv_pred == y) & (res.adv_pred != y)
-        adv_pred = torch.where(take, res.adv_pred, adv_pred)
+        take = (adv_pred == y) & (res.pred_last != y)
+        adv_pred = torch.where(take, res.pred_last, adv_pred)
         steps = torch.where(take, res.steps_to_flip, steps)
     return adv_pred, steps
 

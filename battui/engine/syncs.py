@@ -18,11 +18,16 @@ guards the GPU hot path; only host<->device copies are invisible on a CPU-only r
             step(x, y)
     census.per_segment()           # [n_syncs of segment 0, 1, ...]
     census.segments[1]             # Counter({"aten.nonzero": 10, "scalar": 1})
+
+    with census_per_batch() as census:   # the same, marked by every batch a `Batches` yields
+        train_epoch(trainer, 0)
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -114,3 +119,25 @@ class SyncCensus(TorchDispatchMode):
             setattr(torch.Tensor, name, original)
         self._saved.clear()
         return super().__exit__(*exc)
+
+
+@contextmanager
+def census_per_batch() -> Iterator[SyncCensus]:
+    """A ``SyncCensus`` that starts a new segment at every batch any ``Batches`` yields
+    inside the block (segment 0 is what runs before the first batch)."""
+    from battui.data.batches import Batches
+
+    census = SyncCensus()
+    original = Batches.__iter__
+
+    def marked(self):
+        for item in original(self):
+            census.mark()
+            yield item
+
+    Batches.__iter__ = marked
+    try:
+        with census:
+            yield census
+    finally:
+        Batches.__iter__ = original

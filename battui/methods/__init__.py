@@ -8,20 +8,31 @@
 from __future__ import annotations
 
 import json
+from importlib import import_module
 from typing import Any
 
 from battui.methods.base import AttackRecord, Method, MethodOutput
-from battui.methods.bat import BAT
-from battui.methods.cfa import CFA
-from battui.methods.dafa import DAFA
-from battui.methods.fat import FAT
-from battui.methods.frl import FRL
-from battui.methods.gairat import GAIRAT
-from battui.methods.pgd_at import PGDAT
-from battui.methods.trades import TRADES
-from battui.methods.wat import WAT
 
-_REGISTRY: dict[str, type[Method]] = {m.name: m for m in (PGDAT, TRADES, FRL, FAT, GAIRAT, BAT, CFA, DAFA, WAT)}
+# The registry: one line per method, "module:Class" in battui/methods/, in the order help and tables list them.
+REGISTERED = (
+    "pgd_at:PGDAT",
+    "trades:TRADES",
+    "frl:FRL",
+    "fat:FAT",
+    "gairat:GAIRAT",
+    "bat:BAT",
+    "cfa:CFA",
+    "dafa:DAFA",
+    "wat:WAT",
+)
+
+
+def _load(entry: str) -> type[Method]:
+    module, cls = entry.split(":")
+    return getattr(import_module(f"{__name__}.{module}"), cls)
+
+
+_REGISTRY: dict[str, type[Method]] = {m.name: m for m in map(_load, REGISTERED)}
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
 
 

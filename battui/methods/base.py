@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -91,6 +92,11 @@ class Method(abc.ABC):
     label: ClassVar[str] = ""  # the paper's row name in tables and figures
     needs_validation: ClassVar[bool] = False  # `end_epoch` gets validation batches
     fine_tunes_from: ClassVar[str] = ""  # a method whose trained weights this one starts from (FRL: pgd-at)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ is None:  # a method's file documents it (paper, formula, arguments, example)
+            cls.__doc__ = sys.modules[cls.__module__].__doc__
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10) -> None:
         self.eps = float(eps)

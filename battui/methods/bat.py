@@ -1,9 +1,9 @@
 """BAT: Sun et al., "Improving Robust Fairness via Balance Adversarial
 Training", AAAI 2023 (paper section 3.3, Algorithm 1; docs/DESIGN.md section 3.1).
 
-One early-stopped TRADES-KL attack per batch (``boundary_examples``) gives the
-last correctly classified iterate x_clean and the first misclassified one
-x_adv, one attack step apart. The loss is Eq. 7 = Eq. 2 + alpha * Eq. 6:
+One early-stopped TRADES-KL attack per batch (``pgd`` with ``stop_after_flip=0,
+record_boundary=True``) gives the last correctly classified iterate x_clean and
+the first misclassified one x_adv, one attack step apart. The loss is Eq. 7 = Eq. 2 + alpha * Eq. 6:
 
     L = CE(f(x_clean), y) + beta * KL(p(x) || p(x_adv))            (source-class)
         + alpha * [ KL(U || p(x_clean)) + KL(U || p(x_adv)) ]      (target-class)
@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import boundary_examples, kl_logits, kl_uniform, run_pgd
+from battui.attacks import kl_logits, kl_uniform, pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 
 TARGETS = ("clean", "adv", "fixed_adv")
@@ -64,7 +64,6 @@ TABLE2: dict[int, dict[str, object]] = {
 
 
 class BAT(Method):
-    __doc__ = __doc__
     name = "bat"
     label = "BAT"
 
@@ -95,16 +94,13 @@ class BAT(Method):
         return self.source == "boundary" and "fixed_adv" not in self.target_on
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        net = unwrap(model)
-        if self.early_stop:
-            be = boundary_examples(net, x, y, self.eps, self.step_size, self.steps, xi=self.xi)
-            x_clean, x_adv, x_fixed = be.x_clean, be.x_adv, None
-            record = AttackRecord(be.steps_to_flip, be.adv_pred)
-        else:
-            t = run_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                        objective="kl", start="gaussian", xi=self.xi, record_boundary=True)
-            x_clean, x_adv, x_fixed = t.x_clean, t.x_first_adv, t.x_adv
-            record = AttackRecord(t.steps_to_flip, t.adv_pred)
+        # the early-stopped attack is Algorithm 1's boundary examples (docs/DESIGN.md section 3.1)
+        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                  objective="kl", start="gaussian", xi=self.xi,
+                  stop_after_flip=0 if self.early_stop else None, record_boundary=True)
+        x_clean, x_adv = res.x_last_correct, res.x_first_misclassified
+        x_fixed = None if self.early_stop else res.x_last
+        record = AttackRecord(res.steps_to_flip, res.pred_last)
 
         model.train()
         logits_nat = model(x)

@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, linf_pgd, sum_over_ranks
+from battui.attacks import class_sums, pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 from battui.methods.classwise import accumulator_dtype, add_batch, trades_terms
 
@@ -91,7 +91,6 @@ def weight_average(avg: dict[str, Tensor] | None, state: dict[str, Tensor], deca
 
 
 class CFA(Method):
-    __doc__ = __doc__
     name = "cfa"
     label = "CFA"
     needs_validation = True
@@ -151,7 +150,7 @@ class CFA(Method):
         kl_term = (kl * beta_y / (1 + beta_y)).mean()
         self.observe(y, logits_adv.detach().argmax(1) == y)
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
-                            AttackRecord(res.steps_to_flip, res.adv_pred))
+                            AttackRecord(res.steps_to_flip, res.pred_last))
 
     # -- FAWA
     def fawa_update(self, model: nn.Module, worst_robust_acc: float) -> bool:
@@ -173,10 +172,10 @@ class CFA(Method):
         k = self.num_classes
         hits = seen = None
         for x, y in val_batches:
-            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
-                           objective="ce", start="uniform")
+            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                      objective="ce", start="uniform")
             dtype = accumulator_dtype(y.device)
-            h = class_sums(y, k, res.adv_pred == y, dtype)
+            h = class_sums(y, k, res.pred_last == y, dtype)
             s = class_sums(y, k, dtype=dtype)
             hits, seen = (h, s) if hits is None else (hits + h, seen + s)
         if hits is None:  # this rank's shard is empty; the others' still count

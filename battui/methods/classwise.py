@@ -11,22 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import AttackResult, class_sums, kl_logits, linf_pgd
+from battui.attacks import PGDResult, class_sums, kl_logits, pgd
 from battui.methods.base import unwrap
 
 
 def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step_size: float | Tensor,
-                 steps: int, xi: float) -> tuple[AttackResult, Tensor, Tensor, Tensor]:
+                 steps: int, xi: float) -> tuple[PGDResult, Tensor, Tensor, Tensor]:
     """TRADES attack (per-sample eps / step allowed), then the train-mode terms.
 
     Returns (attack result, adversarial logits, per-sample CE(f(x), y) [B],
     per-sample KL(p(x) || p(x_adv)) [B]); gradients flow into both logits.
     """
-    res = linf_pgd(unwrap(model), x, y, eps=eps, step_size=step_size, steps=steps,
-                   objective="kl", start="gaussian", xi=xi)
+    res = pgd(unwrap(model), x, y, eps=eps, step_size=step_size, steps=steps,
+              objective="kl", start="gaussian", xi=xi)
     model.train()
     logits = model(x)
-    logits_adv = model(res.x_adv)
+    logits_adv = model(res.x_last)
     ce = F.cross_entropy(logits, y, reduction="none")
     return res, logits_adv, ce, kl_logits(logits, logits_adv, reduction="none")
 

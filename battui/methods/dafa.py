@@ -64,7 +64,6 @@ def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
 
 
 class DAFA(Method):
-    __doc__ = __doc__
     name = "dafa"
     label = "DAFA"
 
@@ -121,7 +120,7 @@ class DAFA(Method):
         if not self.applied:
             self.observe(y, F.softmax(logits_adv.detach().float(), dim=1))
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
-                            AttackRecord(res.steps_to_flip, res.adv_pred))
+                            AttackRecord(res.steps_to_flip, res.pred_last))
 
     def state_dict(self) -> dict[str, Any]:
         return {"weights": self.weights.clone(), "applied": self.applied, "epoch": self.epoch,

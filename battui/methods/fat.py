@@ -34,12 +34,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import linf_pgd
+from battui.attacks import pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 
 
 class FAT(Method):
-    __doc__ = __doc__
     name = "fat"
     label = "FAT"
 
@@ -60,9 +59,9 @@ class FAT(Method):
         self.tau = self.tau_schedule[sum(done > m for m in self.tau_milestones)]
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = linf_pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
-                       steps=self.steps, objective="ce", start="uniform",
-                       stop_after_flip=self.tau, omega=self.omega)
+        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+                  steps=self.steps, objective="ce", start="uniform",
+                  stop_after_flip=self.tau, omega=self.omega)
         model.train()
-        loss = F.cross_entropy(model(res.x_adv), y)
-        return MethodOutput(loss, float_parts(ce_adv=loss), AttackRecord(res.steps_to_flip, res.adv_pred))
+        loss = F.cross_entropy(model(res.x_last), y)
+        return MethodOutput(loss, float_parts(ce_adv=loss), AttackRecord(res.steps_to_flip, res.pred_last))

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
+from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 from battui.methods.classwise import accumulator_dtype
 
@@ -75,7 +75,6 @@ def class_weights(lam: Tensor) -> Tensor:
 
 
 class FRL(Method):
-    __doc__ = __doc__
     name = "frl"
     label = "FRL"
     needs_validation = True
@@ -148,9 +147,9 @@ class FRL(Method):
         for x, y in val_batches:
             with eval_mode(net), torch.no_grad():
                 ok = net(x).argmax(1) == y
-            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
-                           objective="ce", start="uniform")
-            aok = res.adv_pred == y
+            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                      objective="ce", start="uniform")
+            aok = res.pred_last == y
             dtype = accumulator_dtype(y.device)
             part = torch.stack([class_sums(y, k, v, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
             sums = part if sums is None else sums + part
@@ -167,17 +166,17 @@ class FRL(Method):
         eps_c = self.on_device("eps", lams, x, lambda: self.eps_per_class)
         step = self.on_device("step", lams, x, lambda: self.eps_per_class.max() / 4)
         w0, w1 = (self.on_device(f"w{i}", lams, x, lambda i=i: self.weights[i])[y] for i in (0, 1))
-        res = linf_pgd(unwrap(model), x, y, eps=eps_c[y], step_size=step,
-                       steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
+        res = pgd(unwrap(model), x, y, eps=eps_c[y], step_size=step,
+                  steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
         model.train()
         logits = model(x)
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-        kl = kl_logits(logits, model(res.x_adv), reduction="none")
+        kl = kl_logits(logits, model(res.x_last), reduction="none")
         norm = (w0 + w1).sum()
         ce_term = (w0 * ce).sum() / norm
         kl_term = self.beta * (w1 * kl).sum() / norm
         return MethodOutput(ce_term + kl_term, float_parts(ce=ce_term, kl=kl_term),
-                            AttackRecord(res.steps_to_flip, res.adv_pred))
+                            AttackRecord(res.steps_to_flip, res.pred_last))
 
     def state_dict(self) -> dict[str, Any]:
         return {"lambda0": self.lambda0.clone(), "lambda1": self.lambda1.clone(),

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import linf_pgd
+from battui.attacks import pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 
 
@@ -44,7 +44,6 @@ def gair_weights(kappa: Tensor, steps: int, lam: float, dtype: torch.dtype = tor
 
 
 class GAIRAT(Method):
-    __doc__ = __doc__
     name = "gairat"
     label = "GAIRAT"
 
@@ -61,12 +60,12 @@ class GAIRAT(Method):
         self.reweight = (epoch + 1) >= self.warmup * total_epochs
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = linf_pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
-                       steps=self.steps, objective="ce", start="uniform")
+        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+                  steps=self.steps, objective="ce", start="uniform")
         model.train()
-        ce = F.cross_entropy(model(res.x_adv), y, reduction="none")
+        ce = F.cross_entropy(model(res.x_last), y, reduction="none")
         if self.reweight:
             loss = (ce * gair_weights(res.correct_steps, self.steps, self.lam, ce.dtype)).mean()
         else:
             loss = ce.mean()
-        return MethodOutput(loss, float_parts(ce_adv=loss), AttackRecord(res.steps_to_flip, res.adv_pred))
+        return MethodOutput(loss, float_parts(ce_adv=loss), AttackRecord(res.steps_to_flip, res.pred_last))

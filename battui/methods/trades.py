@@ -30,12 +30,11 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import kl_logits, linf_pgd
+from battui.attacks import kl_logits, pgd
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 
 
 class TRADES(Method):
-    __doc__ = __doc__
     name = "trades"
     label = "TRADES"
 
@@ -51,10 +50,10 @@ class TRADES(Method):
         self.xi = float(xi)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = linf_pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
-                       steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
+        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+                  steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
         model.train()
         logits = model(x)
         ce = F.cross_entropy(logits, y)
-        kl = self.beta * kl_logits(logits, model(res.x_adv))
-        return MethodOutput(ce + kl, float_parts(ce=ce, kl=kl), AttackRecord(res.steps_to_flip, res.adv_pred))
+        kl = self.beta * kl_logits(logits, model(res.x_last))
+        return MethodOutput(ce + kl, float_parts(ce=ce, kl=kl), AttackRecord(res.steps_to_flip, res.pred_last))

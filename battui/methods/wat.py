@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, eval_mode, kl_logits, linf_pgd, sum_over_ranks
+from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
 from battui.methods.classwise import accumulator_dtype, trades_terms
 
@@ -55,7 +55,6 @@ def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
 
 
 class WAT(Method):
-    __doc__ = __doc__
     name = "wat"
     label = "WAT"
     needs_validation = True
@@ -88,10 +87,10 @@ class WAT(Method):
         k = self.num_classes
         sums = seen = hits = None
         for x, y in val_batches:
-            res = linf_pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                           objective="kl", start="gaussian", xi=self.xi)
+            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                      objective="kl", start="gaussian", xi=self.xi)
             with eval_mode(net), torch.no_grad():
-                logits, logits_adv = net(x), net(res.x_adv)
+                logits, logits_adv = net(x), net(res.x_last)
                 cost = (torch.nn.functional.cross_entropy(logits, y, reduction="none")
                         + self.beta * kl_logits(logits, logits_adv, reduction="none"))
             dtype = accumulator_dtype(y.device)
@@ -120,7 +119,7 @@ class WAT(Method):
         class_term = (w[:-1][y] * per_sample).mean()
         avg_term = w[-1] * per_sample.mean()
         return MethodOutput(class_term + avg_term, float_parts(worst_class=class_term, average=avg_term),
-                            AttackRecord(res.steps_to_flip, res.adv_pred))
+                            AttackRecord(res.steps_to_flip, res.pred_last))
 
     def state_dict(self) -> dict[str, Any]:
         return {"cum_cost": self.cum_cost.clone(), "rounds": self.rounds}
