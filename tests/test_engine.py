@@ -272,3 +272,13 @@ def test_weight_averaging_method_ends_with_its_average(tmp_path):
     assert any(not torch.equal(fawa[k], last[k]) for k in fawa if fawa[k].is_floating_point())
     kinds = [e["kind"] for e in read_events(trainer.events_path) if e["type"] == "checkpoint"]
     assert "averaged" in kinds
+
+
+def test_event_lines_give_an_incomplete_event_a_short_line():
+    from battui.engine.headless import EventLines
+
+    lines = EventLines()
+    assert lines({"type": "checkpoint", "kind": "last", "path": "x", "epoch": 1}) is None
+    assert lines({"type": "run_finished", "status": "completed"}) == "run completed: "
+    assert lines({"type": "batch", "epoch": 0, "batch": 2}) == "batch: epoch 0 batch 2"
+    assert lines({"type": "no_such_type"}) is None
