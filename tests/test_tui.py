@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from tui_events import CIFAR10, cifar100_classes, generate_events, write_events
 
+from battui.engine.control import RunControl
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
 from battui.errors import UserError
 from battui.tui.app import DashboardApp
@@ -212,15 +212,9 @@ class FakeTrainer:
         return "completed"
 
 
-class Control:
-    def __init__(self):
-        self.stop, self.pause, self.save_now = threading.Event(), threading.Event(), threading.Event()
-        self.stop_reason = ""
-
-
 @sync
 async def test_quit_while_training_stops_the_worker_and_leaves_a_checkpoint(tmp_path):
-    control = Control()
+    control = RunControl()
     trainer = FakeTrainer(tmp_path, control)
     app = DashboardApp(LiveFeed(trainer, control))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -18,6 +18,7 @@ def _plain_log(run_dir: Path, events_path: Path, idle_exit: float) -> None:
     Waits for a run that is still starting, and keeps following while a trainer
     holds the run (a resumed or handed-over run appends a new start after a finish).
     """
+    from battui.engine.events import RunStatus
     from battui.engine.headless import HeadlessLog
     from battui.engine.runlock import live_pid
 
@@ -32,7 +33,7 @@ def _plain_log(run_dir: Path, events_path: Path, idle_exit: float) -> None:
         last = time.monotonic()
         show(event)
         finished = event if event.get("type") == "run_finished" else None
-    if finished and finished.get("status") == "interrupted":
+    if finished and finished.get("status") == RunStatus.INTERRUPTED:
         print(f"continue with: battui train --resume {run_dir}")
     sys.stdout.flush()
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from battui.engine.rundir import RunDir
+
 
 class EventTail:
     """Reads the new complete lines of one `events.jsonl` per `update()`; tracks epochs done."""
@@ -102,7 +104,7 @@ class TableProgress:
         self.first: float | None = None  # epochs done at the first snapshot
 
     def add(self, run_dir: Path, epochs: int) -> None:
-        self.tails[str(run_dir)] = EventTail(Path(run_dir) / "events.jsonl", epochs)
+        self.tails[str(run_dir)] = EventTail(RunDir(run_dir).events, epochs)
 
     def snapshot(self, states: dict[str, str]) -> Snapshot:
         """`states`: run directory -> done | running | failed | missing | blocked, for every run."""

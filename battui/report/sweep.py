@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from battui.config import Config
+from battui.engine.events import RunStatus
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 from battui.methods import method_class, paper_label
 from battui.report.launch_settings import LaunchSettings
 from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
 from battui.report.progress import Snapshot, TableProgress
 from battui.report.runs import (
-    FINAL,
     MethodRow,
     TablePlan,
     _normalized,
@@ -96,7 +97,7 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
                     pretrained[source, setting] = add(base, f"pre-trained {paper_label(source, {})}{_suffix(row)}, "
                                                             f"seed {seed}")
                 after = pretrained[source, setting]
-                init_from = str(after.run_dir / "checkpoints" / FINAL)
+                init_from = str(RunDir(after.run_dir).last)
             run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
             if not row.params and (row.method, setting) not in pretrained:
                 pretrained[row.method, setting] = run
@@ -136,13 +137,13 @@ def classify(run: PlannedRun) -> None:
     if run.state == "done":
         run.detail = "finished"
         return
-    if run_status(run.run_dir) == "completed" and (run.run_dir / "checkpoints" / FINAL).exists():
+    if run_status(run.run_dir) == RunStatus.COMPLETED and RunDir(run.run_dir).last.exists():
         run.state, run.detail = "done", "finished"
         return
     job = live_job(run.run_dir) if run.run_dir.is_dir() else None
     if job:
         run.state, run.detail = "running", job
-    elif (run.run_dir / "config.yaml").exists():
+    elif RunDir(run.run_dir).config.exists():
         status = run_status(run.run_dir)
         run.state, run.detail = "failed", f"{status or 'stopped'}: resubmitting (resumes its last.pt)"
     else:
@@ -154,15 +155,15 @@ def _materialize(run: PlannedRun) -> None:
     from battui.engine.runs import write_run_config
 
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run.run_dir / "config.yaml").exists():
+    if not RunDir(run.run_dir).config.exists():
         write_run_config(run.run_dir, run.cfg)
 
 
 def _finished_state(run: PlannedRun) -> tuple[str, str]:
     status = run_status(run.run_dir)
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         return "done", "finished"
-    return "failed", f"{status or 'no run_finished event'}; see {run.run_dir / 'train.log'}"
+    return "failed", f"{status or 'no run_finished event'}; see {RunDir(run.run_dir).log}"
 
 
 @dataclass
