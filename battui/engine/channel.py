@@ -71,14 +71,7 @@ class ControlChannel:
         if not words:
             return
         command, sender = words[0], f" (pid {words[1]})" if len(words) > 1 and words[1].isdigit() else ""
-        if command == "pause":
-            self.control.pause.set()
-        elif command == "resume":
-            self.control.pause.clear()
-        elif command == "save":
-            self.control.save_now.set()
-        elif command == "stop":
-            self.control.request_stop(f"stopped from battui watch{sender}")
+        self.control.command(command, f"stopped from battui watch{sender}")
 
     def close(self) -> None:
         self._stop.set()

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 STALE_AFTER = 60.0  # seconds without an event before a watched run counts as quiet
 WATCH_BATCH = 500  # events per message while catching up on a long file
+STOP_REASON = "stopped from the dashboard (q)"
 
 
 class EventsArrived(Message):
@@ -188,18 +189,10 @@ class LiveFeed(Feed):
             self.thread.join(0.5)
 
     def command(self, name: str) -> None:
-        if name == "pause":
-            self.control.pause.set()
-        elif name == "resume":
-            self.control.pause.clear()
-        elif name == "save":
-            self.control.save_now.set()
-        elif name == "stop":
-            self.stop()
+        self.control.command(name, STOP_REASON)
 
     def stop(self) -> bool:
-        if not self.control.stop.is_set():
-            self.control.request_stop("stopped from the dashboard (q)")
+        self.control.request_stop(STOP_REASON)  # keeps the first reason when already stopping
         return self.result is None
 
     def hand_over(self) -> None:
