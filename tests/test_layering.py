@@ -42,7 +42,7 @@ LAYERS = [
     ("battui.cli", "battui.figures.cli", "battui.__main__", "battui"),  # figures/cli.py registers on the Typer app
 ]
 
-# Against the flow, and only inside a function (DESIGN.md section 1 names each): config checks
+# Against the flow, and only inside a function (docs/DESIGN.md section 1 names each): config checks
 # methods by building them from the registries, and a run with run.tensorboard writes TensorBoard live.
 LAZY_UPWARD = {
     ("battui.config", "battui.methods"),
