@@ -274,3 +274,37 @@ def test_weight_averaging_method_ends_with_its_average(tmp_path):
     assert any(not torch.equal(fawa[k], last[k]) for k in fawa if fawa[k].is_floating_point())
     kinds = [e["kind"] for e in read_events(trainer.events_path) if e["type"] == "checkpoint"]
     assert "averaged" in kinds
+
+
+def test_event_lines_give_an_incomplete_event_a_short_line():
+    from battui.engine.headless import EventLines
+
+    lines = EventLines()
+    assert lines({"type": "checkpoint", "kind": "last", "path": "x", "epoch": 1}) is None
+    assert lines({"type": "run_finished", "status": "completed"}) == "run completed: "
+    assert lines({"type": "batch", "epoch": 0, "batch": 2}) == "batch: epoch 0 batch 2"
+    assert lines({"type": "no_such_type"}) is None
+
+
+def test_run_dir_names_every_file_and_statuses_serialise_as_plain_strings(tmp_path):
+    import ast
+    import json
+
+    from battui.engine.events import EventWriter, RunFinished, RunStatus
+    from battui.engine.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.last == tmp_path / "checkpoints" / "last.pt" and run.events == tmp_path / "events.jsonl"
+    assert RunDir.of(run) is run and RunDir.of(str(tmp_path)) == run
+    with EventWriter(run.events) as writer:
+        record = writer.write(RunFinished(status="interrupted", reason="q"))
+    assert record["status"] is RunStatus.INTERRUPTED and f"{record['status']}" == "interrupted"
+    text = run.events.read_text()
+    assert '"status":"interrupted"' in text and json.loads(text)["status"] == "interrupted"
+    # No other module spells a run directory's file names (docs/DESIGN.md section 5.1).
+    files = {"last.pt", "best.pt", "fawa.pt", "events.jsonl", "train.log", "train.lock", "config.yaml", "env.json",
+             "job.json", "worker.json"}
+    root = Path(__file__).resolve().parents[1] / "battui"
+    spelled = [f"{p}:{node.lineno}" for p in root.rglob("*.py") if p.name != "rundir.py"
+               for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Constant) and node.value in files]
+    assert not spelled, spelled

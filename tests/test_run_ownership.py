@@ -19,7 +19,8 @@ import pytest
 from battui.engine.channel import ControlChannel, send_command
 from battui.engine.control import RunControl
 from battui.engine.progress import run_progress
-from battui.engine.runlock import LOCK_NAME, RunLock, live_pid
+from battui.engine.rundir import RunDir
+from battui.engine.runlock import RunLock, live_pid
 from battui.errors import UserError
 from battui.report.listing import format_runs, list_runs, newest_run
 
@@ -69,12 +70,12 @@ def test_a_second_trainer_is_refused_naming_the_pid_and_sigkill_leaves_no_stale_
     finally:
         proc.kill()
         proc.wait()
-    assert (tmp_path / LOCK_NAME).read_text().strip() == str(proc.pid)  # SIGKILL: the pid stays behind ...
+    assert RunDir(tmp_path).lock.read_text().strip() == str(proc.pid)  # SIGKILL: the pid stays behind ...
     assert live_pid(tmp_path) is None  # ... but the lock does not
     lock = RunLock.acquire(tmp_path, wait=0.0)
-    assert live_pid(tmp_path) == os.getpid() and (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert live_pid(tmp_path) == os.getpid() and RunDir(tmp_path).lock.read_text() == f"{os.getpid()}\n"
     lock.release()
-    assert live_pid(tmp_path) is None and (tmp_path / LOCK_NAME).read_text() == ""  # no stale pid
+    assert live_pid(tmp_path) is None and RunDir(tmp_path).lock.read_text() == ""  # no stale pid
 
 
 def test_a_lock_handed_to_a_child_is_never_free_in_between(tmp_path):

@@ -173,3 +173,14 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
 
 def types_count(events: list[dict], kind: str) -> int:
     return sum(1 for e in events if e["type"] == kind)
+
+
+def test_train_headless_and_watch_headless_print_the_same_lines(tmp_path):
+    """One event formatter (engine/headless.py: EventLines): the live log and a later `watch --headless` agree."""
+    out = battui("train", "--headless", "--preset", "synthetic-tiny", "--epochs", "1", "--set", f"run.root={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    run = run_dir_from(out.stdout)
+    watched = battui("watch", str(run), "--headless", "--idle-exit", "1")
+    assert watched.returncode == 0, watched.stderr
+    live = [line for line in out.stdout.splitlines() if "run directory " not in line]
+    assert len(live) > 5 and watched.stdout.splitlines() == live

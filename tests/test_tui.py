@@ -7,7 +7,6 @@ The app is driven with `App.run_test()` and a Pilot; screens are read back as te
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from tui_events import CIFAR10, cifar100_classes, generate_events, write_events
 from tui_screen import folded, screen_text, sync
 
+from battui.engine.control import RunControl
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
 from battui.errors import UserError
 from battui.tui.app import DashboardApp
@@ -189,15 +189,9 @@ class FakeTrainer:
         return "completed"
 
 
-class Control:
-    def __init__(self):
-        self.stop, self.pause, self.save_now = threading.Event(), threading.Event(), threading.Event()
-        self.stop_reason = ""
-
-
 @sync
 async def test_quit_while_training_stops_the_worker_and_leaves_a_checkpoint(tmp_path):
-    control = Control()
+    control = RunControl()
     trainer = FakeTrainer(tmp_path, control)
     app = DashboardApp(LiveFeed(trainer, control))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -21,6 +21,7 @@ from battui.config import load_config
 from battui.engine import distributed
 from battui.engine.control import RunControl
 from battui.engine.headless import HeadlessLog
+from battui.engine.rundir import RunDir
 from battui.engine.runs import resume_config
 from battui.engine.signals import exit_code, handle_signals
 from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
@@ -81,12 +82,12 @@ def _detach(trainer: Trainer) -> int:
     """Run the prepared run in its own session (survives the terminal), then watch it."""
     run_dir = trainer.run_dir
     pid = spawn_detached(run_dir, trainer.lock)
-    _say(f"training in the background (pid {pid}), log in {run_dir / 'train.log'}")
+    _say(f"training in the background (pid {pid}), log in {RunDir(run_dir).log}")
     if sys.stdout.isatty() and not dumb_terminal():
         from battui.tui import run_watch
 
         return int(run_watch(run_dir, detached_pid=pid))
-    _say(f"watch it with: battui watch {run_dir}   (or: tail -f {run_dir / 'train.log'})")
+    _say(f"watch it with: battui watch {run_dir}   (or: tail -f {RunDir(run_dir).log})")
     _say(f"stop it with: battui watch {run_dir} --send stop   (saves last.pt; continue with battui train "
          f"--resume {run_dir})")
     return 0

@@ -5,54 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from battui.cli.app import app, console, err_console
 from battui.engine.events import follow_events
-
-
-def event_line(event: dict[str, Any]) -> str | None:
-    """A minimal one-line rendering of an event for the plain log (None: not worth a line)."""
-    kind = event.get("type")
-    if kind == "run_started":
-        return (f"run {event.get('run_name')}: {event.get('method')} on {event.get('dataset')} "
-                f"({event.get('model')}, {event.get('device')}), {event.get('epochs')} epochs")
-    if kind == "batch":
-        return (f"epoch {int(event.get('epoch', 0)) + 1} batch {event.get('batch')}/{event.get('batches')} "
-                f"loss {float(event.get('loss', 0.0)):.4f} lr {float(event.get('lr', 0.0)):.3g} "
-                f"{float(event.get('images_per_s', 0.0)):.0f} img/s")
-    if kind == "eval":
-        avg, worst = event.get("avg") or {}, event.get("worst") or {}
-        return (f"eval epoch {int(event.get('epoch', 0)) + 1} ({event.get('split')}): "
-                + "  ".join(f"{k} avg {float(avg.get(k, 0)):.1f} worst {float(worst.get(k, 0)):.1f}"
-                            for k in ("standard", "boundary", "robust")))
-    if kind == "checkpoint":
-        return f"checkpoint {event.get('kind')}: {event.get('path')}"
-    if kind == "run_finished":
-        reason = f" ({event.get('reason')})" if event.get("reason") else ""
-        return f"run {event.get('status')}{reason}"
-    if kind == "message":
-        return f"{event.get('level', 'info')}: {event.get('text')}"
-    return None
-
-
-def _printer():
-    """The engine's own log format (with ETA), falling back to one short line for an odd event."""
-    from battui.engine.headless import HeadlessLog
-
-    log = HeadlessLog()
-
-    def show(event: dict[str, Any]) -> None:
-        try:
-            log(event)
-        except (KeyError, TypeError, ValueError, IndexError):
-            line = event_line(event)
-            if line:
-                print(line, flush=True)  # whole lines: no wrapping at the terminal's width
-
-    return show
 
 
 def _plain_log(run_dir: Path, events_path: Path, idle_exit: float) -> None:
@@ -61,9 +18,11 @@ def _plain_log(run_dir: Path, events_path: Path, idle_exit: float) -> None:
     Waits for a run that is still starting, and keeps following while a trainer
     holds the run (a resumed or handed-over run appends a new start after a finish).
     """
+    from battui.engine.events import RunStatus
+    from battui.engine.headless import HeadlessLog
     from battui.engine.runlock import live_pid
 
-    show = _printer()
+    show = HeadlessLog()
     finished, last = None, time.monotonic()
     for event in follow_events(events_path):
         if event is None:
@@ -74,7 +33,7 @@ def _plain_log(run_dir: Path, events_path: Path, idle_exit: float) -> None:
         last = time.monotonic()
         show(event)
         finished = event if event.get("type") == "run_finished" else None
-    if finished and finished.get("status") == "interrupted":
+    if finished and finished.get("status") == RunStatus.INTERRUPTED:
         print(f"continue with: battui train --resume {run_dir}")
     sys.stdout.flush()
 

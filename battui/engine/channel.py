@@ -20,9 +20,9 @@ import threading
 from pathlib import Path
 
 from battui.engine.control import RunControl
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
-CONTROL_NAME = "control"
 COMMANDS = ("pause", "resume", "save", "stop")
 
 
@@ -30,7 +30,7 @@ class ControlChannel:
     """The trainer's end: a daemon thread reads commands and sets the `RunControl` flags."""
 
     def __init__(self, run_dir: str | Path, control: RunControl):
-        self.path = Path(run_dir) / CONTROL_NAME
+        self.path = RunDir(run_dir).control
         self.control = control
         self._fds: list[int] = []
         self._stop = threading.Event()
@@ -71,14 +71,7 @@ class ControlChannel:
         if not words:
             return
         command, sender = words[0], f" (pid {words[1]})" if len(words) > 1 and words[1].isdigit() else ""
-        if command == "pause":
-            self.control.pause.set()
-        elif command == "resume":
-            self.control.pause.clear()
-        elif command == "save":
-            self.control.save_now.set()
-        elif command == "stop":
-            self.control.request_stop(f"stopped from battui watch{sender}")
+        self.control.command(command, f"stopped from battui watch{sender}")
 
     def close(self) -> None:
         self._stop.set()
@@ -98,7 +91,7 @@ def send_command(run_dir: str | Path, command: str) -> None:
     """Write one command to the trainer of `run_dir`; UserError when nobody can receive it."""
     if command not in COMMANDS:
         raise UserError(f"unknown command '{command}'; one of: {', '.join(COMMANDS)}")
-    path = Path(run_dir) / CONTROL_NAME
+    path = RunDir(run_dir).control
     try:
         if not stat.S_ISFIFO(path.lstat().st_mode):
             raise UserError(f"{path} is not a battui control channel")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from battui.engine.checkfile import FORMAT, check_battui_payload, read_checkpoint_file
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
 VERSION = 1
@@ -49,7 +50,8 @@ def checkpoint_file(path: str | Path) -> Path:
     """The file a checkpoint argument names: a run folder means its checkpoints/best.pt (else last.pt)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt"):
+        run = RunDir(path)
+        for candidate in (run.best, path / run.best.name, run.last):  # (best.pt beside: an older layout)
             if candidate.is_file():
                 return candidate
         raise UserError(f"{path} is a folder with no checkpoints/best.pt or last.pt in it")

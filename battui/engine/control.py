@@ -10,6 +10,7 @@ loop reacts at the next batch boundary.
     control.request_stop("user pressed q")   # finish the batch, save last.pt, stop
     control.pause.set(); control.pause.clear()
     control.save_now.set()                # save last.pt at the next batch boundary
+    control.command("pause", stop_reason="")   # by name: pause | resume | save | stop
 """
 
 from __future__ import annotations
@@ -38,3 +39,14 @@ class RunControl:
             self.stop_reason = reason
             self.signal = signal
         self.stop.set()
+
+    def command(self, name: str, stop_reason: str) -> None:
+        """pause | resume | save | stop (with `stop_reason`): the dashboard's and `watch --send`'s commands."""
+        if name == "pause":
+            self.pause.set()
+        elif name == "resume":
+            self.pause.clear()
+        elif name == "save":
+            self.save_now.set()
+        elif name == "stop":
+            self.request_stop(stop_reason)

@@ -24,8 +24,28 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
+
+
+class RunStatus(str, Enum):
+    """A run's status: how it ended (`run_finished.status`) or, in the views, where it stands.
+
+    A str: it compares equal to, prints and serialises (JSON, CSV) as its plain value.
+    """
+
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"  # stopped on purpose (q, x, a signal); --resume continues it
+    FAILED = "failed"
+    STARTING = "starting"  # `battui runs`: a run directory with no event yet
+    WAITING = "waiting"  # the dashboard, before `run_started`
+    RUNNING = "running"
+    PAUSED = "paused"
+    STALE = "stale"  # unfinished, and its trainer is gone (or silent)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -128,9 +148,12 @@ class CheckpointEvent(Event):
 @dataclass
 class RunFinished(Event):
     type: ClassVar[str] = "run_finished"
-    status: str  # completed | interrupted | failed
+    status: RunStatus  # COMPLETED | INTERRUPTED | FAILED (a plain str is converted)
     reason: str = ""
     epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)
 
 
 @dataclass

@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
-LOCK_NAME = "train.lock"
 ENV_FD = "BATTUI_LOCK_FD"
 
 
@@ -59,12 +59,12 @@ def process_exists(pid: int) -> bool:
 
 def recorded_pid(run_dir: str | Path) -> int | None:
     """The pid written in the lock file: the live owner's, or the last one's if it was killed (SIGKILL)."""
-    return _read_pid(Path(run_dir) / LOCK_NAME)
+    return _read_pid(RunDir(run_dir).lock)
 
 
 def live_pid(run_dir: str | Path) -> int | None:
     """The pid of the trainer that holds the run's lock, or None when no trainer runs on it."""
-    path = Path(run_dir) / LOCK_NAME
+    path = RunDir(run_dir).lock
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -88,7 +88,7 @@ class RunLock:
     def acquire(cls, run_dir: str | Path, wait: float = 1.0) -> RunLock:
         """Lock the run (retrying for `wait` seconds past short probes); UserError when it is taken."""
         run_dir = Path(run_dir)
-        path = run_dir / LOCK_NAME
+        path = RunDir(run_dir).lock
         fd = _inherited(path) if path.exists() else None
         if fd is None:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -28,6 +28,7 @@ import torch
 
 from battui.config import Config, read_config, save_config
 from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
 
@@ -107,7 +108,7 @@ def new_run_dir(cfg: Config) -> Path:
     check_run_root(root)
     if cfg.run.name:
         path = root / cfg.run.name
-        if (path / "events.jsonl").exists() or (path / "config.yaml").exists():
+        if RunDir(path).events.exists() or RunDir(path).config.exists():
             raise UserError(f"run directory {path} already holds a run; continue it with --resume {path} "
                             "or choose another --run-name")
         return path
@@ -152,7 +153,7 @@ def env_record(device: torch.device, seed: int, world_size: int) -> dict[str, An
 
 def write_env(run_dir: Path, record: dict[str, Any], resumed: bool) -> None:
     """env.json: the first start's record, with later resumes appended under `resumes`."""
-    path = run_dir / "env.json"
+    path = RunDir(run_dir).env
     if resumed and path.exists():
         try:
             data = json.loads(path.read_text())
@@ -167,9 +168,10 @@ def write_env(run_dir: Path, record: dict[str, Any], resumed: bool) -> None:
 
 
 def write_run_config(run_dir: Path, cfg: Config) -> None:
-    tmp = run_dir / ".config.yaml.tmp"
+    final = RunDir(run_dir).config
+    tmp = final.with_name(f".{final.name}.tmp")
     save_config(cfg, tmp)
-    os.replace(tmp, run_dir / "config.yaml")
+    os.replace(tmp, final)
 
 
 def never_started(run_dir: Path) -> bool:
@@ -177,8 +179,8 @@ def never_started(run_dir: Path) -> bool:
 
     `battui train --detach` hands such a directory to its background process with --resume.
     """
-    events = run_dir / "events.jsonl"
-    ckpts = run_dir / "checkpoints"
+    events = RunDir(run_dir).events
+    ckpts = RunDir(run_dir).checkpoints
     return (not events.exists() or events.stat().st_size == 0) and not (ckpts.exists() and any(ckpts.iterdir()))
 
 
@@ -199,14 +201,14 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run directory; pass runs/<name>/ from `battui train`")
-    if not (run_dir / "config.yaml").exists():
+    if not RunDir(run_dir).config.exists():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass runs/<name>/ from `battui train`")
-    cfg = read_config(run_dir / "config.yaml")
+    cfg = read_config(RunDir(run_dir).config)
     for text in overrides:
         _set_key(cfg, *parse_override(text))
     _validate_method_params(cfg)
     validate_config(cfg)
-    last = run_dir / "checkpoints" / "last.pt"
+    last = RunDir(run_dir).last
     if not last.exists():
         if restart or never_started(run_dir):
             return cfg

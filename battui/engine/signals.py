@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from battui.engine.control import RunControl
+from battui.engine.events import RunStatus
 
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
@@ -57,8 +58,8 @@ def handle_signals(control: RunControl, on_hangup: Callable[[], None] | None = N
 
 def exit_code(status: str, control: RunControl) -> int:
     """0 completed, 128 + signal when a signal interrupted, 130 for other stops, 1 failed."""
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         return 0
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         return 128 + control.signal if control.signal else 130
     return 1

@@ -18,9 +18,8 @@ import sys
 import threading
 from pathlib import Path
 
+from battui.engine.rundir import RunDir
 from battui.engine.runlock import RunLock
-
-LOG_NAME = "train.log"
 
 
 def dumb_terminal() -> bool:
@@ -30,7 +29,7 @@ def dumb_terminal() -> bool:
 
 class TerminalGuard:
     def __init__(self, run_dir: str | Path):
-        self.log_path = Path(run_dir) / LOG_NAME
+        self.log_path = RunDir(run_dir).log
         self.ttys = [fd for fd in (0, 1, 2) if _isatty(fd)]
         self.lost = threading.Event()
         self.redirected = False
@@ -68,7 +67,7 @@ def spawn_detached(run_dir: str | Path, lock: RunLock | None) -> int:
     if lock is not None and lock.fd >= 0:
         env.update(lock.handover_env())
         fds = (lock.fd,)
-    with open(run_dir / LOG_NAME, "ab") as log, open(os.devnull, "rb") as devnull:
+    with open(RunDir(run_dir).log, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env, pass_fds=fds)
     if lock is not None:

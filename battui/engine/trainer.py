@@ -45,6 +45,7 @@ from battui.engine.evaluate import AttackSpec, check_spec, evaluate, spec_from_c
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
 from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
+from battui.engine.rundir import RunDir
 from battui.engine.runlock import RunLock
 from battui.engine.setup import (
     SpeedSettings,
@@ -79,11 +80,11 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     @property
     def events_path(self) -> Path:
-        return self.run_dir / "events.jsonl"
+        return RunDir(self.run_dir).events
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return RunDir(self.run_dir).checkpoints
 
     def prepare(self) -> Trainer:
         """Build everything and create the run directory; `UserError` on bad input."""
@@ -166,14 +167,14 @@ class Trainer:
             if cfg.run.tensorboard:
                 from battui.report.tensorboard import TensorBoardListener
 
-                self.listeners.append(TensorBoardListener(self.run_dir / "tensorboard"))  # RUN/tensorboard/, live
+                self.listeners.append(TensorBoardListener(RunDir(self.run_dir).tensorboard))  # RUN/tensorboard/, live
         self.prepared = True
         return self
 
     def _resume_ckpt_path(self) -> Path | None:
         if self.resume_dir is None:
             return None
-        path = self.resume_dir / "checkpoints" / "last.pt"
+        path = RunDir(self.resume_dir).last
         return path if path.exists() else None
 
     def _load_resume_state(self) -> dict | None:
@@ -240,7 +241,7 @@ class Trainer:
             return False
         payload = self._payload(epoch_done, batch_done)
         if self.dist.is_main:
-            path = save_checkpoint(self.checkpoint_dir / "last.pt", payload)
+            path = save_checkpoint(RunDir(self.run_dir).last, payload)
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind))
         return True
 
@@ -332,7 +333,7 @@ class Trainer:
             if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
                 self.best_metric = metric
                 if self.dist.is_main:
-                    path = save_checkpoint(self.checkpoint_dir / "best.pt", self._payload(epoch + 1, 0))
+                    path = save_checkpoint(RunDir(self.run_dir).best, self._payload(epoch + 1, 0))
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
             stop = distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]
             if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
@@ -368,7 +369,7 @@ class Trainer:
             return
         load_model_state(self.model, averaged, f"{self.cfg.method.name}'s averaged weights")
         if self.dist.is_main:
-            path = save_checkpoint(self.checkpoint_dir / "fawa.pt", self._payload(epochs, 0))
+            path = save_checkpoint(RunDir(self.run_dir).averaged, self._payload(epochs, 0))
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
     def _method_validation(self, epoch: int, hook=None) -> dict:

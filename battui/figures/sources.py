@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
 
@@ -150,9 +151,9 @@ def load_source(path: str | Path, evaluate: Callable[[str], dict]) -> Loaded:
     if not p.exists():
         raise UserError(f"{p} does not exist (expected a run folder, checkpoint or eval/compare/table JSON)")
     if p.is_dir():
-        if not (p / "events.jsonl").exists():
+        if not RunDir(p).events.exists():
             raise UserError(f"{p} is not a run folder: it has no events.jsonl")
-        p = p / "events.jsonl"
+        p = RunDir(p).events
     if p.suffix == ".jsonl":
         name = p.parent.name
         result, curve = from_events(_read_events(p), name)

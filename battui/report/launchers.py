@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from battui.engine.rundir import RunDir
 from battui.engine.runlock import process_exists
 from battui.errors import UserError
 from battui.report.launch_settings import LAUNCHERS, LaunchSettings
 
-JOB_FILE = "job.json"
-LOG_FILE = "train.log"
 SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "READY",
               "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
@@ -55,9 +54,10 @@ def worker_command(run_dir: Path, *, device: str, limit: int, attack: dict[str, 
 
 def write_job_record(run_dir: Path, record: dict[str, Any]) -> None:
     record = {"host": socket.gethostname(), "submitted": time.time(), **record}
-    tmp = run_dir / f".{JOB_FILE}.tmp"
+    final = RunDir(run_dir).job
+    tmp = final.with_name(f".{final.name}.tmp")
     tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, run_dir / JOB_FILE)
+    os.replace(tmp, final)
 
 
 def _pid_runs(pid: int, marker: str) -> bool:
@@ -78,7 +78,7 @@ def _pid_runs(pid: int, marker: str) -> bool:
 def live_job(run_dir: Path) -> str | None:
     """'pid 4711' / 'Slurm job 123 RUNNING' when the job recorded in RUN_DIR/job.json still runs, else None."""
     try:
-        record = json.loads((run_dir / JOB_FILE).read_text())
+        record = json.loads(RunDir(run_dir).job.read_text())
     except (OSError, ValueError):
         return None
     launcher = record.get("launcher")
@@ -140,7 +140,7 @@ class LocalLauncher:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         if self.slot_devices[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slot_devices[slot]
-        with open(run_dir / LOG_FILE, "ab") as log, open(os.devnull, "rb") as devnull:
+        with open(RunDir(run_dir).log, "ab") as log, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=env)
         write_job_record(run_dir, {"launcher": self.name, "pid": proc.pid, "device": self.slot_devices[slot]})
         self.running[slot] = job = LocalJob(proc, slot)
@@ -184,13 +184,14 @@ class TableJob:
         self._child: subprocess.Popen | None = None
 
     def __call__(self) -> int:
-        with open(Path(self.run_dir) / LOG_FILE, "ab") as log, open(os.devnull, "rb") as devnull:
+        with open(RunDir(self.run_dir).log, "ab") as log, open(os.devnull, "rb") as devnull:
             self._child = subprocess.Popen(self.command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT)
         while self._child.poll() is None:
             time.sleep(0.5)
         code = self._child.returncode
         if code != 0:
-            raise RuntimeError(f"the worker for {self.run_dir} exited with code {code}; see its {LOG_FILE}")
+            raise RuntimeError(f"the worker for {self.run_dir} exited with code {code}; "
+                               f"see its {RunDir(self.run_dir).log.name}")
         return code
 
     def checkpoint(self):

@@ -14,6 +14,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from battui.engine.rundir import RunDir
 from battui.report.formats import Bar, MeanStd, Section, lowest_bold
 
 METRICS = (
@@ -71,7 +72,7 @@ def autoattack_section(records: list[dict], letters: list[str] | None = None) ->
 def short_path(path: str) -> str:
     """`<run dir>/<file>` for a checkpoint inside a run's checkpoints/ folder, else the file name."""
     p = Path(path)
-    if p.parent.name == "checkpoints":
+    if p.parent == RunDir(p.parent.parent).checkpoints:
         return f"{p.parent.parent.name}/{p.name}"
     return p.name
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from battui.engine.events import RunStatus
+from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid
 from battui.errors import UserError
 
@@ -27,7 +29,7 @@ class RunSummary:
     path: Path
     name: str
     method: str = ""
-    status: str = "starting"
+    status: str = RunStatus.STARTING
     epoch: int = 0  # epochs completed (the last checkpoint's)
     epochs: int = 0
     best: float | None = None  # best worst-class robust error on validation, %
@@ -36,11 +38,11 @@ class RunSummary:
 
 
 def _is_run(path: Path) -> bool:
-    return path.is_dir() and ((path / "events.jsonl").is_file() or (path / "config.yaml").is_file())
+    return path.is_dir() and RunDir(path).holds_run()
 
 
 def _mtime(path: Path) -> float:
-    times = [p.stat().st_mtime for p in (path / "events.jsonl", path / "config.yaml") if p.exists()]
+    times = [p.stat().st_mtime for p in (RunDir(path).events, RunDir(path).config) if p.exists()]
     return max(times, default=0.0)
 
 
@@ -48,7 +50,7 @@ def summarize(path: str | Path) -> RunSummary:
     path = Path(path)
     run = RunSummary(path=path, name=path.name, mtime=_mtime(path))
     finished, paused = None, False
-    events = path / "events.jsonl"
+    events = RunDir(path).events
     lines = events.open(encoding="utf-8", errors="replace") if events.is_file() else []
     for line in lines:
         if line.startswith(_SKIP):
@@ -60,7 +62,7 @@ def summarize(path: str | Path) -> RunSummary:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "run_started":
             run.method, run.epochs = str(event.get("method", "")), int(event.get("epochs", 0))
-            finished, paused, run.status = None, False, "stale"
+            finished, paused, run.status = None, False, RunStatus.STALE
         elif kind == "checkpoint":
             run.epoch = max(run.epoch, int(event.get("epoch", 0)))
             if event.get("kind") == "best" and event.get("metric") is not None:
@@ -74,7 +76,7 @@ def summarize(path: str | Path) -> RunSummary:
     pid = live_pid(path)
     if pid is not None:
         run.pid = pid if pid > 0 else None
-        run.status = "paused" if paused else "running"
+        run.status = RunStatus.PAUSED if paused else RunStatus.RUNNING
     elif finished:
         run.status = finished
     return run

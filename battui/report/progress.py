@@ -17,7 +17,24 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+
+from battui.engine.events import RunStatus
+from battui.engine.rundir import RunDir
+
+
+class JobState(str, Enum):
+    """Where one run of `battui table` stands (report/sweep.py); a str like `RunStatus`."""
+
+    DONE = "done"
+    RUNNING = "running"
+    FAILED = "failed"  # resubmitted (it resumes its last.pt)
+    MISSING = "missing"  # not submitted yet
+    BLOCKED = "blocked"  # waits on a run (FRL's pre-training) that did not finish
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class EventTail:
@@ -61,7 +78,7 @@ class EventTail:
             self.position = max(self.position, float(e["epoch"]))
         elif kind == "run_finished":
             self.status = e.get("status")
-            if self.status == "completed":
+            if self.status == RunStatus.COMPLETED:
                 self.position = float(self.epochs)
 
 
@@ -102,7 +119,7 @@ class TableProgress:
         self.first: float | None = None  # epochs done at the first snapshot
 
     def add(self, run_dir: Path, epochs: int) -> None:
-        self.tails[str(run_dir)] = EventTail(Path(run_dir) / "events.jsonl", epochs)
+        self.tails[str(run_dir)] = EventTail(RunDir(run_dir).events, epochs)
 
     def snapshot(self, states: dict[str, str]) -> Snapshot:
         """`states`: run directory -> done | running | failed | missing | blocked, for every run."""
@@ -114,6 +131,6 @@ class TableProgress:
         trained = done_epochs - self.first
         eta = (total - done_epochs) * elapsed / trained if trained > 0 else None
         values = list(states.values())
-        return Snapshot(runs=len(values), done=values.count("done"), running=values.count("running"),
-                        failed=values.count("failed") + values.count("blocked"), epochs_done=done_epochs,
+        return Snapshot(runs=len(values), done=values.count(JobState.DONE), running=values.count(JobState.RUNNING),
+                        failed=values.count(JobState.FAILED) + values.count(JobState.BLOCKED), epochs_done=done_epochs,
                         epochs_total=total, elapsed=elapsed, eta=eta)

@@ -26,19 +26,20 @@ from typing import Any
 import yaml
 
 from battui.config import Config, load_config, read_config
+from battui.engine.events import RunStatus, read_events
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 from battui.methods import method_class, paper_label
 
-# The table evaluates each run's final weights, as the paper reports final models (best.pt is
-# picked on the validation split); a weight-averaging method's final weights are its average.
-FINAL = "last.pt"
-AVERAGED = "fawa.pt"
-
 
 def final_weights(run_dir: Path) -> Path:
-    """The checkpoint a run ended with: the averaged weights (CFA's FAWA) if any, else last.pt."""
-    averaged = run_dir / "checkpoints" / AVERAGED
-    return averaged if averaged.exists() else run_dir / "checkpoints" / FINAL
+    """The checkpoint a run ended with: the averaged weights (CFA's FAWA) if any, else last.pt.
+
+    The table evaluates each run's final weights, as the paper reports final models (best.pt is
+    picked on the validation split); a weight-averaging method's final weights are its average.
+    """
+    run = RunDir(run_dir)
+    return run.averaged if run.averaged.exists() else run.last
 # Resolved-config keys that change logging only, never the trained weights.
 _COSMETIC = {"train": ("log_every", "attack_stats_every"),
              "run": ("root", "name", "device", "tensorboard", "on_hangup")}
@@ -197,10 +198,8 @@ def _normalized(cfg: Config) -> dict:
 
 def run_status(run_dir: Path) -> str | None:
     """The last `run_finished` status of a run (`completed`, ...), or None while unfinished."""
-    from battui.engine.events import read_events
-
     status = None
-    path = run_dir / "events.jsonl"
+    path = RunDir(run_dir).events
     if path.exists():
         for event in read_events(path):
             if event.get("type") == "run_finished":
@@ -214,14 +213,14 @@ def find_completed_run(cfg: Config) -> Path | None:
     if not root.is_dir():
         return None
     want = _normalized(cfg)
-    for config_path in sorted(root.glob("*/config.yaml"), reverse=True):
+    for config_path in sorted(root.glob(f"*/{RunDir(root).config.name}"), reverse=True):
         run_dir = config_path.parent
-        if not (run_dir / "checkpoints" / FINAL).exists():
+        if not RunDir(run_dir).last.exists():
             continue
         try:
             have = _normalized(read_config(config_path))
         except UserError:
             continue
-        if have == want and run_status(run_dir) == "completed":
+        if have == want and run_status(run_dir) == RunStatus.COMPLETED:
             return run_dir
     return None

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from battui.config import Config
+from battui.engine.events import RunStatus
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 from battui.methods import method_class, paper_label
 from battui.report.launch_settings import LaunchSettings
 from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
-from battui.report.progress import Snapshot, TableProgress
+from battui.report.progress import JobState, Snapshot, TableProgress
 from battui.report.runs import (
-    FINAL,
     MethodRow,
     TablePlan,
     _normalized,
@@ -57,7 +58,7 @@ class PlannedRun:
     cfg: Config
     run_dir: Path
     after: PlannedRun | None = None  # FRL: the PGD-AT run it starts from
-    state: str = "missing"  # done | running | failed | missing | blocked
+    state: JobState = JobState.MISSING
     detail: str = ""
     job: Any = None  # the job this call started, or None
 
@@ -81,7 +82,8 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
         name = run_name(cfg) + (f"-{stamp}" if plan.retrain else "")
         run_dir = found or Path(cfg.run.root) / name
         if str(run_dir) not in runs:
-            runs[str(run_dir)] = PlannedRun(label, cfg, run_dir, after, state="done" if found else "missing")
+            state = JobState.DONE if found else JobState.MISSING
+            runs[str(run_dir)] = PlannedRun(label, cfg, run_dir, after, state=state)
         return runs[str(run_dir)]
 
     cells = []
@@ -96,7 +98,7 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
                     pretrained[source, setting] = add(base, f"pre-trained {paper_label(source, {})}{_suffix(row)}, "
                                                             f"seed {seed}")
                 after = pretrained[source, setting]
-                init_from = str(after.run_dir / "checkpoints" / FINAL)
+                init_from = str(RunDir(after.run_dir).last)
             run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
             if not row.params and (row.method, setting) not in pretrained:
                 pretrained[row.method, setting] = run
@@ -133,20 +135,20 @@ def sweep_rows(rows: list[MethodRow], sweeps: list[str]) -> list[MethodRow]:
 
 def classify(run: PlannedRun) -> None:
     """Set `state`/`detail` of a run this call did not start, from its directory and job record."""
-    if run.state == "done":
+    if run.state == JobState.DONE:
         run.detail = "finished"
         return
-    if run_status(run.run_dir) == "completed" and (run.run_dir / "checkpoints" / FINAL).exists():
-        run.state, run.detail = "done", "finished"
+    if run_status(run.run_dir) == RunStatus.COMPLETED and RunDir(run.run_dir).last.exists():
+        run.state, run.detail = JobState.DONE, "finished"
         return
     job = live_job(run.run_dir) if run.run_dir.is_dir() else None
     if job:
-        run.state, run.detail = "running", job
-    elif (run.run_dir / "config.yaml").exists():
+        run.state, run.detail = JobState.RUNNING, job
+    elif RunDir(run.run_dir).config.exists():
         status = run_status(run.run_dir)
-        run.state, run.detail = "failed", f"{status or 'stopped'}: resubmitting (resumes its last.pt)"
+        run.state, run.detail = JobState.FAILED, f"{status or 'stopped'}: resubmitting (resumes its last.pt)"
     else:
-        run.state, run.detail = "missing", "submitting"
+        run.state, run.detail = JobState.MISSING, "submitting"
 
 
 def _materialize(run: PlannedRun) -> None:
@@ -154,15 +156,15 @@ def _materialize(run: PlannedRun) -> None:
     from battui.engine.runs import write_run_config
 
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run.run_dir / "config.yaml").exists():
+    if not RunDir(run.run_dir).config.exists():
         write_run_config(run.run_dir, run.cfg)
 
 
-def _finished_state(run: PlannedRun) -> tuple[str, str]:
+def _finished_state(run: PlannedRun) -> tuple[JobState, str]:
     status = run_status(run.run_dir)
-    if status == "completed":
-        return "done", "finished"
-    return "failed", f"{status or 'no run_finished event'}; see {run.run_dir / 'train.log'}"
+    if status == RunStatus.COMPLETED:
+        return JobState.DONE, "finished"
+    return JobState.FAILED, f"{status or 'no run_finished event'}; see {RunDir(run.run_dir).log}"
 
 
 @dataclass
@@ -179,13 +181,13 @@ class Sweep:
 
     def __post_init__(self) -> None:
         for run in self.runs:
-            if run.state != "done":
+            if run.state != JobState.DONE:
                 self.tracker.add(run.run_dir, run.cfg.train.epochs)
-        self.todo = [r for r in self.runs if r.state in ("failed", "missing")]
+        self.todo = [r for r in self.runs if r.state in (JobState.FAILED, JobState.MISSING)]
 
     def _update_running(self) -> None:
         for run in self.runs:
-            if run.state != "running":
+            if run.state != JobState.RUNNING:
                 continue
             if run.job is not None and run.job.finished():
                 run.state, run.detail = _finished_state(run)
@@ -197,17 +199,17 @@ class Sweep:
 
     def _start_ready(self) -> None:
         for run in list(self.todo):
-            if run.after is not None and run.after.state in ("failed", "blocked"):
-                run.state, run.detail = "blocked", f"needs {run.after.label}, which did not finish"
+            if run.after is not None and run.after.state in (JobState.FAILED, JobState.BLOCKED):
+                run.state, run.detail = JobState.BLOCKED, f"needs {run.after.label}, which did not finish"
                 self.todo.remove(run)
                 continue
-            if run.after is not None and run.after.state != "done":
+            if run.after is not None and run.after.state != JobState.DONE:
                 continue
             if self.launcher.free_slots() <= 0:
                 return
             _materialize(run)
             run.job = self.launcher.submit(run.run_dir, self.command(run))
-            run.state, run.detail = "running", run.job.describe()
+            run.state, run.detail = JobState.RUNNING, run.job.describe()
             self.todo.remove(run)
             self.log(f"  {run.label}: started ({run.detail}) in {run.run_dir}")
 
@@ -221,7 +223,7 @@ class Sweep:
                 self._start_ready()
                 if self.progress is not None:
                     self.progress(self.tracker.snapshot(self.states()))
-                if not wait or not (self.todo or any(r.state == "running" for r in self.runs)):
+                if not wait or not (self.todo or any(r.state == JobState.RUNNING for r in self.runs)):
                     return
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
@@ -252,27 +254,28 @@ def run_sweep(
 
     launch = launch or LaunchSettings()
     runs, cells = plan_table(plan)
-    if any(r.state != "done" for r in runs):
+    if any(r.state != JobState.DONE for r in runs):
         check_launcher(launch)
     for run in runs:
         classify(run)
-    counts = {s: sum(r.state == s for r in runs) for s in ("done", "running", "failed", "missing")}
+    shown = (JobState.DONE, JobState.RUNNING, JobState.FAILED, JobState.MISSING)
+    counts = {s: sum(r.state == s for r in runs) for s in shown}
     log(f"table: {len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for run in runs:
         log(f"  {run.label}: {run.state} ({run.detail}) {run.run_dir}")
     dev = str(resolve_device(device)[0])
-    if any(r.state in ("running", "failed", "missing") for r in runs):
+    if any(r.state in (JobState.RUNNING, JobState.FAILED, JobState.MISSING) for r in runs):
         launcher = make_launcher(launch, Path(runs[0].cfg.run.root))
         command = lambda r: worker_command(r.run_dir, device=device, limit=limit, attack=spec_overrides)  # noqa: E731
         poll = max(poll_s, SLURM_POLL_S) if launch.launcher == "slurm" else poll_s  # sacct is not for polling
         Sweep(runs, launcher, command, log, progress, poll).run(wait)
     if not wait:
-        waiting = [r.label for r in runs if r.state in ("missing", "failed")]
+        waiting = [r.label for r in runs if r.state in (JobState.MISSING, JobState.FAILED)]
         if waiting:
             log(f"  not submitted yet (waiting for a pre-trained run or a free --jobs slot): {'; '.join(waiting)}")
         log("run the same command again to see the runs' states, submit what is left and collect the table")
         return None
-    bad = [r for r in runs if r.state in ("failed", "blocked")]
+    bad = [r for r in runs if r.state in (JobState.FAILED, JobState.BLOCKED)]
     if bad:
         raise UserError(f"{len(bad)} run(s) did not finish: " + "; ".join(f"{r.label} ({r.detail})" for r in bad)
                         + "; run the same command again to resume them")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
+from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
 MISSING = ("TensorBoard logging needs the tensorboard package: pip install 'battui[tensorboard]' "
@@ -193,10 +194,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, force:
     from battui.engine.events import read_events
 
     run = Path(run_dir)
-    events_path = run / "events.jsonl" if run.is_dir() else run
+    events_path = RunDir(run).events if run.is_dir() else run
     if not events_path.is_file():
         raise UserError(f"{run} is not a run folder: it has no events.jsonl")
-    out = Path(out_dir) if out_dir else events_path.parent / "tensorboard"
+    out = Path(out_dir) if out_dir else RunDir(events_path.parent).tensorboard
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the TensorBoard files")
     old = sorted(out.glob("events.out.tfevents.*")) if out.is_dir() else []

@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-WORKER_FILE = "worker.json"
+from battui.engine.events import RunStatus
+from battui.engine.rundir import RunDir
 
 
 def _job_id() -> str:
@@ -36,9 +37,10 @@ def _job_id() -> str:
 
 def write_worker_record(run_dir: Path) -> None:
     record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": _job_id(), "started": time.time()}
-    tmp = run_dir / f".{WORKER_FILE}.tmp"
+    final = RunDir(run_dir).worker
+    tmp = final.with_name(f".{final.name}.tmp")
     tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, run_dir / WORKER_FILE)
+    os.replace(tmp, final)
 
 
 def threads_from_slurm() -> None:
@@ -62,14 +64,14 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
 
     write_worker_record(run_dir)
     threads_from_slurm()
-    if run_status(run_dir) != "completed":
+    if run_status(run_dir) != RunStatus.COMPLETED:
         control = RunControl()
         cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
         trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
         trainer.prepare()
         with handle_signals(control):
             status = trainer.run()
-        if status != "completed":
+        if status != RunStatus.COMPLETED:
             return exit_code(status, control)
     dev, _ = resolve_device(device)
     record = evaluate_checkpoint(final_weights(run_dir), device=dev, limit=limit, spec_overrides=attack)

@@ -222,18 +222,18 @@ class DashboardApp(App[int]):
             self._dirty = True
 
     def on_training_done(self, _message: TrainingDone) -> None:
-        error = getattr(self.feed, "error", None)
+        error = self.feed.error
         if error is not None:
             self.override = ("failed", f"{type(error).__name__}: {error}")
         self._dirty = True
-        control = getattr(self.feed, "control", None)
+        control = self.feed.control
         if self.stopping or (control is not None and control.stop.is_set()):
             # q here, or a signal (SIGTERM/SIGHUP) that stopped the loop from outside.
             self.exit(self.return_code_for_run())
 
     def return_code_for_run(self) -> int:
         """0 when the run completed or was stopped on purpose, 1 when it failed."""
-        result = getattr(self.feed, "result", None) or self.state.status
+        result = self.feed.result or self.state.status
         return 1 if result == "failed" else 0
 
     # ---- actions -------------------------------------------------------------------------
@@ -248,14 +248,14 @@ class DashboardApp(App[int]):
     @property
     def training_here(self) -> bool:
         """A live run whose training thread is still going."""
-        return self.feed.live and getattr(self.feed, "result", None) is None
+        return self.feed.live and self.feed.result is None
 
     def _end_live(self, reason: str = "", sig: int = 0) -> None:
         """Stop the loop here; the app exits once it has saved last.pt (`TrainingDone`)."""
         self.stopping = True
         self._dirty = True
-        control = getattr(self.feed, "control", None)
-        if reason and control is not None and hasattr(control, "request_stop"):
+        control = self.feed.control
+        if reason and control is not None:
             control.request_stop(reason, signal=sig)
         if not self.feed.stop():
             self.exit(self.return_code_for_run())
@@ -289,9 +289,7 @@ class DashboardApp(App[int]):
         if self.stopping or self.detaching:
             return
         self.detaching = True
-        trainer = getattr(self.feed, "trainer", None)
-        if trainer is not None:
-            trainer.keep_lock = True  # the lock goes to the background process with the run
+        self.feed.hand_over()  # the lock goes to the background process with the run
         self._end_live("detached from the dashboard (d); training continues in a background process")
 
     def action_interrupt(self) -> None:

@@ -20,12 +20,13 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.message import Message
 
 from battui.engine.channel import send_command
-from battui.engine.events import follow_events, read_events
+from battui.engine.events import RunStatus, follow_events, read_events
+from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid, process_exists, recorded_pid
 from battui.errors import UserError
 from battui.tui.state import RunState
@@ -34,8 +35,11 @@ from battui.tui.widgets.common import format_duration
 if TYPE_CHECKING:
     from textual.app import App
 
+    from battui.engine.control import RunControl
+
 STALE_AFTER = 60.0  # seconds without an event before a watched run counts as quiet
 WATCH_BATCH = 500  # events per message while catching up on a long file
+STOP_REASON = "stopped from the dashboard (q)"
 
 
 class EventsArrived(Message):
@@ -63,11 +67,18 @@ def pid_alive(pid: int) -> bool:
     return process_exists(pid)
 
 
-class Feed:
-    """Base: a read-only source. `live` feeds own a training run; `controls` feeds can pause, save, stop it."""
+class Feed(Protocol):
+    """What the dashboard reads of its source; the defaults are a read-only one's (subclasses inherit them).
 
-    live = False
-    controls = False
+    `live` feeds own a training run; `controls` feeds can pause, save, stop it. A live
+    feed's `control` is the run's flags and `result`/`error` what its training returned or raised.
+    """
+
+    live: bool = False
+    controls: bool = False
+    control: RunControl | None = None
+    result: str | None = None
+    error: BaseException | None = None
 
     def start(self, app: App) -> None:
         """Begin delivering `EventsArrived` to `app` (called once the app is mounted)."""
@@ -83,6 +94,20 @@ class Feed:
     def command(self, name: str) -> None:
         """pause | resume | save | stop the run; UserError when it cannot be done."""
         raise UserError("this view only replays events")
+
+    def hand_over(self) -> None:
+        """The run goes on in a background process: its lock goes there with it (live feeds)."""
+
+
+class Trainable(Protocol):
+    """What `LiveFeed` needs of a trainer (`battui.engine.trainer.Trainer` is one)."""
+
+    run_dir: Path
+    events_path: Path
+    listeners: list
+    keep_lock: bool
+
+    def run(self) -> str: ...
 
 
 class ReplayFeed(Feed):
@@ -107,7 +132,7 @@ class LiveFeed(Feed):
     live = True
     controls = True
 
-    def __init__(self, trainer: Any, control: Any):
+    def __init__(self, trainer: Trainable, control: RunControl):
         self.trainer, self.control = trainer, control
         self.result: str | None = None
         self.error: BaseException | None = None
@@ -131,16 +156,9 @@ class LiveFeed(Feed):
 
     def start(self, app: App) -> None:
         self._app = app
-        path = Path(getattr(self.trainer, "events_path", "") or "")
-        if path.is_file():
-            app.post_message(EventsArrived(read_events(path)))  # whatever prepare() already wrote
-        listeners = getattr(self.trainer, "listeners", None)
-        if isinstance(listeners, list):
-            listeners.append(self._listener)
-        elif hasattr(self.trainer, "add_listener"):
-            self.trainer.add_listener(self._listener)
-        else:
-            raise TypeError("the trainer exposes neither a `listeners` list nor add_listener()")
+        if self.trainer.events_path.is_file():  # whatever prepare() already wrote
+            app.post_message(EventsArrived(read_events(self.trainer.events_path)))
+        self.trainer.listeners.append(self._listener)
         self.thread = threading.Thread(target=self._train, name="battui-training", daemon=True)
         self.thread.start()
 
@@ -148,7 +166,7 @@ class LiveFeed(Feed):
         try:
             self.result = str(self.trainer.run())
         except BaseException as exc:
-            self.error, self.result = exc, "failed"
+            self.error, self.result = exc, RunStatus.FAILED
         finally:
             app = self._app
             try:
@@ -171,23 +189,14 @@ class LiveFeed(Feed):
             self.thread.join(0.5)
 
     def command(self, name: str) -> None:
-        if name == "pause":
-            self.control.pause.set()
-        elif name == "resume":
-            self.control.pause.clear()
-        elif name == "save":
-            self.control.save_now.set()
-        elif name == "stop":
-            self.stop()
+        self.control.command(name, STOP_REASON)
 
     def stop(self) -> bool:
-        if not self.control.stop.is_set():
-            if hasattr(self.control, "request_stop"):
-                self.control.request_stop("stopped from the dashboard (q)")
-            else:
-                self.control.stop_reason = "stopped from the dashboard (q)"
-                self.control.stop.set()
+        self.control.request_stop(STOP_REASON)  # keeps the first reason when already stopping
         return self.result is None
+
+    def hand_over(self) -> None:
+        self.trainer.keep_lock = True
 
 
 class WatchFeed(Feed):
@@ -208,7 +217,7 @@ class WatchFeed(Feed):
         if pid and pid > 0:
             return pid
         try:
-            env = json.loads((run_dir / "env.json").read_text())
+            env = json.loads(RunDir(run_dir).env.read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(env, dict):
@@ -254,10 +263,10 @@ class WatchFeed(Feed):
             self.pid = holder
         alive = pid_alive(self.pid) if self.pid else None
         if alive is False and self.caught_up:
-            return "stale", f"process {self.pid} is gone and the run did not finish"
+            return RunStatus.STALE, f"process {self.pid} is gone and the run did not finish"
         if idle > STALE_AFTER:
             if alive:
-                return "running", f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
-            return "stale", f"no event for {format_duration(idle)}; the run stopped writing"
+                return RunStatus.RUNNING, f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
+            return RunStatus.STALE, f"no event for {format_duration(idle)}; the run stopped writing"
         return None
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
+from battui.engine.events import RunStatus
 from battui.engine.headless import HeadlessLog
+from battui.engine.rundir import RunDir
 from battui.engine.terminal import TerminalGuard, spawn_detached
 from battui.errors import UserError
 from battui.tui.app import DashboardApp
@@ -61,20 +63,20 @@ def run_live(trainer: Any, control: Any, guard: TerminalGuard | None = None, on_
     if app.detaching and getattr(trainer, "keep_lock", False):
         trainer.keep_lock = False
         lock = getattr(trainer, "lock", None)
-        if status == "interrupted":
+        if status == RunStatus.INTERRUPTED:
             pid = spawn_detached(run_dir, lock)
-            _say(f"detached: training continues in the background (pid {pid}), log in {run_dir}/train.log")
+            _say(f"detached: training continues in the background (pid {pid}), log in {RunDir(run_dir).log}")
             _say(f"re-attach with: battui watch {run_dir}")
             _say(f"stop it with: battui watch {run_dir} --send stop   (saves last.pt)")
             return 0
         if lock is not None:
             lock.release()
     _say(f"run {status}: {run_dir}" + (f" ({feed.error})" if feed.error else ""))
-    if status == "interrupted" and run_dir:
+    if status == RunStatus.INTERRUPTED and run_dir:
         _say(f"continue with: battui train --resume {run_dir}")
-    elif status != "failed" and run_dir:
+    elif status != RunStatus.FAILED and run_dir:
         _say(f"look again with: battui watch {run_dir}")
-    return 1 if status == "failed" else int(code or 0)
+    return 1 if status == RunStatus.FAILED else int(code or 0)
 
 
 def events_file(run_dir: str | Path, *, must_exist: bool = True) -> Path:
@@ -88,8 +90,8 @@ def events_file(run_dir: str | Path, *, must_exist: bool = True) -> Path:
         return path
     if not path.is_dir():
         raise UserError(f"no run directory at {path}: pass a folder under runs/ (see `ls runs/`)")
-    events = path / "events.jsonl"
-    if must_exist and not events.is_file() and not (path / "config.yaml").is_file():
+    events = RunDir(path).events
+    if must_exist and not RunDir(path).holds_run():
         raise UserError(f"{path} has no events.jsonl, so it is not a battui run directory; pick one under runs/")
     return events
 
@@ -106,7 +108,7 @@ def run_watch(run_dir: str | Path, *, detached_pid: int | None = None) -> int:
     shown = events.parent
     if app.state.finished:
         _say(f"run {app.state.status}: {shown}")
-        if app.state.status == "interrupted":
+        if app.state.status == RunStatus.INTERRUPTED:
             _say(f"continue with: battui train --resume {shown}")
     elif detached_pid is not None and pid_alive(detached_pid):
         _say(f"training continues in the background (pid {detached_pid}).")

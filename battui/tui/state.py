@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from battui.engine.events import RunStatus
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.engine.progress import run_progress
 
@@ -184,10 +185,10 @@ class RunState:
 
     @property
     def status(self) -> str:
-        """running | completed | interrupted | failed | waiting."""
+        """The run_finished status (completed | interrupted | failed), else running or waiting."""
         if self.finished:
-            return str(self.finished.get("status", "completed"))
-        return "running" if self.started else "waiting"
+            return str(self.finished.get("status", RunStatus.COMPLETED))
+        return RunStatus.RUNNING if self.started else RunStatus.WAITING
 
     def eval_delta(self, kind: str) -> list[float | None]:
         """Per-class change of `kind` error since the previous eval (None without one)."""
