@@ -142,6 +142,13 @@ def validate_config(cfg) -> None:
     if cfg.model.width and cfg.model.name != "cnn":
         raise UserError(f"model.width={cfg.model.width}: only the cnn takes a width (0 = the model's default)")
     check_number("model.width", cfg.model.width, 0, 1024, hint=" (cnn channels; 0 = its default, 32)")
+    if cfg.model.normalize:
+        from battui.models import parse_normalize
+
+        try:
+            parse_normalize(cfg.model.normalize, "model.normalize")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if cfg.model.width % 2:
         raise UserError(f"model.width={cfg.model.width}: the cnn's width must be even (its first convolution has w/2)")
 

@@ -40,6 +40,17 @@ def digits() -> DataSplits:
 # --- digits -------------------------------------------------------------------------------------
 
 
+def test_digits_are_scikit_learns_load_digits_read_without_importing_it() -> None:
+    from sklearn.datasets import load_digits
+
+    from battui.data.digits import load_digits_pool
+
+    pool, bunch = load_digits_pool(), load_digits()
+    assert torch.equal(pool.images, torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1))
+    assert torch.equal(pool.labels, torch.from_numpy(bunch.target).long())
+    assert pool.classes == [str(int(t)) for t in bunch.target_names]
+
+
 def test_digits_shapes_range_and_stratified_sizes(digits: DataSplits) -> None:
     assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 1, 8)
     assert digits.classes == [str(i) for i in range(10)]

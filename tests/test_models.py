@@ -55,7 +55,7 @@ def test_cnn_depth_and_width_are_read_from_weights_where_the_config_leaves_them_
     from battui.config import load_config
     from battui.models import SmallCNN, model_options
 
-    cfg = load_config("digits-cnn", ["model.depth=0", "model.width=0"]).model
+    cfg = load_config("digits-cnn", ["model.depth=0", "model.width=0", "model.normalize="]).model
     for depth, width in ((2, 32), (3, 32), (3, 24), (2, 16)):
         state = Normalized(SmallCNN(10, 1, width=width, depth=depth), [0.5], [0.5]).state_dict()  # "model." prefix
         options = model_options(cfg, state)
@@ -63,9 +63,29 @@ def test_cnn_depth_and_width_are_read_from_weights_where_the_config_leaves_them_
         trained = SmallCNN(10, 1, width=width, depth=depth).state_dict()
         build_model("cnn", 10, in_channels=1, **options).load_state_dict(trained)
     # what the config says wins; no weights, no guess
-    assert model_options(load_config("digits-cnn", ["model.depth=3", "model.width=0"]).model,
+    assert model_options(load_config("digits-cnn", ["model.depth=3", "model.width=0", "model.normalize="]).model,
                          SmallCNN(10, 1, depth=2).state_dict()) == {"depth": 3, "width": 32}
     assert model_options(cfg) == {}
+
+
+def test_model_normalize_puts_mean_and_std_inside_the_network() -> None:
+    from battui.config import load_config
+    from battui.models import model_options
+
+    cfg = load_config("digits-cnn", ["model.normalize=0.25/0.5"]).model
+    assert model_options(cfg)["mean"] == [0.25] and model_options(cfg)["std"] == [0.5]
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, in_channels=1, **model_options(cfg)).eval()
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.model((x - 0.25) / 0.5))
+    # a state saved from it rebuilds from the same config (depth and width read through the "model." prefix)
+    again = build_model("cnn", 10, in_channels=1, **model_options(cfg, model.state_dict())).eval()
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    with pytest.raises(ValueError, match="1 values per statistic; the data has 3 channel"):
+        build_model("cnn", 10, in_channels=3, **model_options(cfg))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "preact-resnet18"])

@@ -9,15 +9,29 @@ kept as float32 so every level is exact. There is no official test split:
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from battui.data.splits import Pool
+from battui.errors import UserError
+
+
+def digits_file() -> Path:
+    """scikit-learn's `datasets/data/digits.csv.gz`, found without importing scikit-learn (1.5 s)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the digits data comes with scikit-learn, which is not installed: pip install scikit-learn")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
 
 
 def load_digits_pool() -> Pool:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1).contiguous()
-    labels = torch.from_numpy(bunch.target).long()
-    return Pool(images, labels, [str(int(t)) for t in bunch.target_names])
+    """The file `sklearn.datasets.load_digits` reads: one row per image, 64 pixels then the label."""
+    with gzip.open(digits_file(), "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images = torch.from_numpy(rows[:, :64]).float().div_(16.0).view(-1, 1, 8, 8).contiguous()
+    labels = torch.from_numpy(rows[:, 64]).long()
+    return Pool(images, labels, [str(c) for c in range(10)])

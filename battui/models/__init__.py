@@ -46,8 +46,23 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+def parse_normalize(text: str, what: str = "--normalize") -> tuple[list[float], list[float]]:
+    """`0.4914,0.4822,0.4465/0.2471,0.2435,0.2616` -> (mean, std); ValueError naming `what` otherwise."""
+    try:
+        mean_text, std_text = text.split("/")
+        mean = [float(v) for v in mean_text.split(",")]
+        std = [float(v) for v in std_text.split(",")]
+    except ValueError:
+        raise ValueError(f"{what} expects MEAN/STD as comma lists, e.g. 0.4914,0.4822,0.4465/"
+                         f"0.2471,0.2435,0.2616; got '{text}'") from None
+    if len(mean) != len(std) or any(s <= 0 for s in std):
+        raise ValueError(f"{what} needs as many means as stds, every std > 0; got '{text}'")
+    return mean, std
+
+
 def model_options(model_cfg, state: Mapping[str, torch.Tensor] | None = None) -> dict:
-    """The `build_model` keywords of a config's `model` section (the cnn's depth and width).
+    """The `build_model` keywords of a config's `model` section: the cnn's depth and width, and
+    `mean`/`std` when `model.normalize` is set.
 
     With `state` (weights to load), what the config leaves at 0 is read from the weights' own
     layout, so a checkpoint saved before a default changed still rebuilds as it was trained.
@@ -55,7 +70,10 @@ def model_options(model_cfg, state: Mapping[str, torch.Tensor] | None = None) ->
     options = {key: getattr(model_cfg, key, 0) for key in ("depth", "width")}
     if getattr(model_cfg, "name", "") == "cnn" and state is not None:
         options = {**cnn_options_from_state(state), **{k: v for k, v in options.items() if v}}
-    return {k: v for k, v in options.items() if v}
+    options = {k: v for k, v in options.items() if v}
+    if getattr(model_cfg, "normalize", ""):
+        options["mean"], options["std"] = parse_normalize(model_cfg.normalize, "model.normalize")
+    return options
 
 
 def build_model(
@@ -80,6 +98,10 @@ def build_model(
     else:
         raise ValueError(f"unknown model '{name}'; models: {', '.join(MODELS)}")
     if mean is not None or std is not None:
+        for stat in (mean, std):
+            if stat is not None and len(stat) != in_channels:
+                raise ValueError(f"normalisation gives {len(stat)} values per statistic; the data has "
+                                 f"{in_channels} channel(s)")
         model = Normalized(model, mean if mean is not None else [0.0] * in_channels,
                            std if std is not None else [1.0] * in_channels)
     return model

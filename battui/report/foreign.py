@@ -67,17 +67,13 @@ class Opened:
 
 
 def parse_normalize(text: str) -> tuple[list[float], list[float]]:
-    """`0.4914,0.4822,0.4465/0.2471,0.2435,0.2616` -> (mean, std)."""
+    """`0.4914,0.4822,0.4465/0.2471,0.2435,0.2616` -> (mean, std); a one-line UserError otherwise."""
+    from battui.models import parse_normalize as parse
+
     try:
-        mean_text, std_text = text.split("/")
-        mean = [float(v) for v in mean_text.split(",")]
-        std = [float(v) for v in std_text.split(",")]
-    except ValueError:
-        raise UserError(f"--normalize expects MEAN/STD as comma lists, e.g. 0.4914,0.4822,0.4465/"
-                        f"0.2471,0.2435,0.2616; got '{text}'") from None
-    if len(mean) != len(std) or any(s <= 0 for s in std):
-        raise UserError(f"--normalize needs as many means as stds, every std > 0; got '{text}'")
-    return mean, std
+        return parse(text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _config(path: Path, ckpt: dict, opts: Foreign):
@@ -94,7 +90,8 @@ def _config(path: Path, ckpt: dict, opts: Foreign):
                         "--dataset cifar10)")
     # The cnn's depth and width come from the file's own weights (a preset says nothing of another file).
     return load_config(DATASET_PRESETS[opts.dataset],
-                       [f"model.name={opts.model}", "model.depth=0", "model.width=0", *opts.sets])
+                       [f"model.name={opts.model}", "model.depth=0", "model.width=0", "model.normalize=",
+                        *opts.sets])
 
 
 def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
