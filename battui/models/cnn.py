@@ -8,8 +8,10 @@ two-convolution network (`depth=2`, widest convolution at full resolution).
 PGD-AT on digits, seed 0, batch 64, lr decay at 75%/90%, test split, PGD-20
 (2-core VM shared with other jobs, so CPU times are inflated):
 depth=2, lr 0.05, 630 steps: robust error avg 28.4%, worst class 68.2%, 104 s user;
-depth=3, lr 0.1, 540 steps (digits-cnn): avg 27.8%, worst 68.2%, 59 s user.
-At lr 0.05 the 3-conv network sat at chance for ~10 epochs before learning.
+depth=3, lr 0.1, 540 steps: avg 27.8%, worst 68.2%, 59 s user.
+At lr 0.05 the 3-conv network sat at chance for ~10 epochs before learning, at lr 0.1 for 6;
+with the input normalised (model.normalize, digits-cnn) for 3, and 396 steps reach
+avg 27.1%, worst 56.8% (quiet VM, docs/RESULTS.md).
 
     depth=3 (default):  conv3x3(in, w/2) ReLU  [maxpool 2 if the input is >= 16 px]
                         conv3x3(w/2, w) ReLU  maxpool 2  conv3x3(w, 2w) ReLU
