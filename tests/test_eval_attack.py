@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from battui.config import Config, load_config
-from battui.engine.evaluate import evaluate
+from battui.engine.evaluate import attack_record, evaluate
 from battui.report.evaluation import _cache_key, attack_spec
 
 DATA = {"name": "digits", "classes": [str(c) for c in range(10)], "num_classes": 10, "split_seed": 0}
@@ -49,7 +49,6 @@ def test_cache_key_of_a_fixed_attack_is_pinned() -> None:
 
 def test_autoattack_record_and_cache_key_are_pinned(monkeypatch) -> None:
     import battui.attacks.autoattack as aa
-    attack_record = lambda spec: spec.to_dict()  # noqa: E731
 
     monkeypatch.setattr(aa, "implementation", lambda: "pyautoattack 0.2.0")
     cfg = Config()

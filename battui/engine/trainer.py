@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from battui.config import Config
+from battui.config import Config, EvalConfig
 from battui.engine import distributed, runs
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
-from battui.engine.evaluate import AttackSpec, check_spec, evaluate, spec_from_config
+from battui.engine.evaluate import check_spec, eval_attack, evaluate
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
 from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
@@ -251,8 +251,8 @@ class Trainer:
         return "failed"
 
     # ---------------------------------------------------------- evaluation
-    def _spec(self) -> AttackSpec:
-        return spec_from_config(self.cfg.eval)  # fp32 unless eval.amp, seed eval.seed: as `battui eval`
+    def _spec(self) -> EvalConfig:
+        return eval_attack(self.cfg.eval)  # fp32 unless eval.amp, seed eval.seed: as `battui eval`
 
     def evaluate(self, batches, split: str, epoch: int, method_info: dict | None = None) -> dict:
         result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self._spec())
