@@ -89,6 +89,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The evaluation attack and when to run it; `battui.engine.evaluate` takes this section
+    itself (checked and overridden by `eval_attack`) as its attack spec."""
+
     attack: str = "pgd"  # pgd | autoattack (standard, the authors' pyautoattack)
     eps: float = 8 / 255
     step_size: float = 2 / 255
@@ -99,6 +102,11 @@ class EvalConfig:
     every: int = 1  # evaluate on the validation split every N epochs
     seed: int = 0  # the attack's random start, the same in training's evaluations and `battui eval`
     amp: bool = False  # every evaluation runs fp32 whatever train.amp; true = bf16 autocast
+
+    @property
+    def precision(self) -> str:
+        """The evaluation precision, "fp32" or "bf16" (`eval.amp`)."""
+        return "bf16" if self.amp else "fp32"
 
 
 @dataclass

@@ -16,9 +16,10 @@ from pyautoattack import AutoAttack
 from rich.console import Console
 
 from battui.attacks.autoattack import ATTACKS, LABELS, ReducedBudget
+from battui.config import EvalConfig
 from battui.data import Batches, build_datasets
 from battui.engine.checkpoint import model_from_checkpoint
-from battui.engine.evaluate import AttackSpec, evaluate
+from battui.engine.evaluate import evaluate
 from battui.report.eval_progress import EvalProgress
 from tests.test_report import assert_one_line_error, run_cli
 from tests.test_report_support import make_checkpoint, tiny_config
@@ -111,7 +112,7 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
     try:
         with EvalProgress(console, "m.pt") as shown:
             result = evaluate(model, Batches(test, 16), num_classes=10, limit=32,
-                              spec=AttackSpec(name="autoattack", eps=0.1), progress=shown.stage,
+                              spec=EvalConfig(attack="autoattack", eps=0.1), progress=shown.stage,
                               on_clean=shown.clean,
                               reduced_for_tests=ReducedBudget(apgd_iter=10, fab_iter=3, square_queries=50))
             bars = {t.description.strip(): (t.completed, t.total) for t in shown.bars.tasks}

@@ -194,7 +194,7 @@ def compare_command(
     # One attack for all: unset values come from the first checkpoint's eval settings.
     first_cfg, _ = open_config(checkpoints[0], foreign)
     spec = attack_spec(first_cfg, **opts.spec_overrides())
-    fixed = {"attack": spec.name, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
+    fixed = {"attack": spec.attack, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
              "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
     records = [_evaluate(path, fixed, opts.device, opts.limit, not opts.no_cache, foreign) for path in checkpoints]
     check_same_dataset(records)

@@ -1,6 +1,6 @@
 """Per-class robust evaluation (docs/DESIGN.md section 4), shared by training and `battui eval`.
 
-    spec = AttackSpec(name="pgd", eps=8/255, step_size=2/255, steps=20)
+    spec = eval_attack(cfg.eval)              # or EvalConfig(attack="pgd", eps=8/255, steps=20)
     result = evaluate(model, batches, num_classes=10, spec=spec)
     result["worst"]["robust"], result["robust"][3], result["step_hist"]
 
@@ -14,7 +14,9 @@ robust count after each of its four attacks.
 
 One evaluation precision everywhere (training's per-epoch validation and test
 evaluation, `battui eval/compare/table`): fp32 (autocast off, TF32 off) unless
-the spec says bf16 (`eval.amp=true`). The attack's random start is seeded from
+the spec says bf16 (`eval.amp=true`). The attack is described by one type, the
+`eval` config section (`battui.config.EvalConfig`); `attack_record` is what eval
+events, eval JSON and the report's cache key store of it. The attack's random start is seeded from
 `spec.seed` (`eval.seed`, default 0) inside a forked RNG, so the same weights on
 the same images give the same numbers in every path.
 """
@@ -23,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 
 import torch
 
 from battui.attacks.losses import ranks_joined, sum_over_ranks
+from battui.config import EvalConfig
 from battui.engine.metrics import ClassCounter
 from battui.errors import UserError
 
@@ -35,46 +38,43 @@ ATTACKS = ("pgd", "autoattack")
 PRECISIONS = ("fp32", "bf16")
 
 
-@dataclass
-class AttackSpec:
-    name: str = "pgd"  # pgd | autoattack
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    steps: int = 20
-    restarts: int = 1
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16
+def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> EvalConfig:
+    """The evaluation attack of an `eval` config section, normalised and checked.
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        if self.name == "autoattack":
-            from battui.attacks.autoattack import implementation
-
-            out["implementation"] = implementation()
-        return out
-
-
-def spec_from_config(e, **overrides) -> AttackSpec:
-    """The evaluation attack of an `eval` config section; `overrides` (not None) replace its fields."""
-    values = {"name": e.attack, "eps": e.eps, "step_size": e.step_size, "steps": e.steps,
-              "restarts": e.restarts, "seed": getattr(e, "seed", 0),
-              "precision": "bf16" if getattr(e, "amp", False) else "fp32"}
+    `overrides` (not None) replace its fields (attack, eps, step_size, steps, restarts,
+    seed); `precision` ("fp32" | "bf16") sets `amp`.
+    """
+    values = {"attack": e.attack, "eps": e.eps, "step_size": e.step_size, "steps": e.steps,
+              "restarts": e.restarts, "seed": e.seed}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    spec = AttackSpec(name=str(values["name"] or "pgd").lower(), eps=float(values["eps"]),
-                      step_size=float(values["step_size"]), steps=int(values["steps"]),
-                      restarts=int(values["restarts"]), seed=int(values["seed"]), precision=str(values["precision"]))
-    if spec.name not in ATTACKS:
-        raise UserError(f"unknown attack '{spec.name}'; use pgd or autoattack")
-    if spec.precision not in PRECISIONS:
-        raise UserError(f"unknown evaluation precision '{spec.precision}'; use fp32 or bf16")
+    precision = str(e.precision if precision is None else precision)
+    spec = replace(e, attack=str(values["attack"] or "pgd").lower(), eps=float(values["eps"]),
+                   step_size=float(values["step_size"]), steps=int(values["steps"]),
+                   restarts=int(values["restarts"]), seed=int(values["seed"]), amp=precision == "bf16")
+    if spec.attack not in ATTACKS:
+        raise UserError(f"unknown attack '{spec.attack}'; use pgd or autoattack")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown evaluation precision '{precision}'; use fp32 or bf16")
     if spec.eps < 0 or spec.step_size <= 0 or spec.steps < 1 or spec.restarts < 1:
         raise UserError("the attack needs eps >= 0, step size > 0, steps >= 1 and restarts >= 1")
     return spec
 
 
-def check_spec(spec: AttackSpec, num_classes: int) -> None:
+def attack_record(spec: EvalConfig) -> dict:
+    """The `attack` record of eval events and eval JSON, hashed into the report's cache key:
+    its keys and their order are fixed (tests/test_eval_attack.py), or existing caches stop matching."""
+    out = {"name": spec.attack, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
+           "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
+    if spec.attack == "autoattack":
+        from battui.attacks.autoattack import implementation
+
+        out["implementation"] = implementation()
+    return out
+
+
+def check_spec(spec: EvalConfig, num_classes: int) -> None:
     """Refuse an attack the dataset cannot take (standard AutoAttack needs >= 10 classes)."""
-    if spec.name == "autoattack":
+    if spec.attack == "autoattack":
         from battui.attacks.autoattack import check_classes
 
         check_classes(num_classes)
@@ -96,7 +96,7 @@ def eval_precision(precision: str, device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
-def _pgd_outcome(model, x, y, spec: AttackSpec):
+def _pgd_outcome(model, x, y, spec: EvalConfig):
     from battui.attacks import pgd
 
     adv_pred = steps = None
@@ -126,7 +126,7 @@ def _take(batches: Iterable, limit: int) -> list[tuple[torch.Tensor, torch.Tenso
     return out
 
 
-def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: AttackSpec, progress,
+def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: EvalConfig, progress,
                 reduced_for_tests) -> dict:
     """Standard AutoAttack once over all the images; counts into `counter`, returns the per-attack breakdown."""
     from battui.attacks.autoattack import empty_breakdown, run_autoattack
@@ -158,7 +158,7 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     num_classes: int,
-    spec: AttackSpec,
+    spec: EvalConfig,
     limit: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     on_clean: Callable[[int, int], None] | None = None,
@@ -192,7 +192,7 @@ def evaluate(
             correct = sum(int((c == y).sum()) for c, (_, y) in zip(clean, data))
             if on_clean is not None:
                 on_clean(correct, n)
-            if spec.name == "autoattack":
+            if spec.attack == "autoattack":
                 extra["autoattack"] = _autoattack(model, data, clean, correct, counter, spec, progress,
                                                   reduced_for_tests)
             else:
@@ -210,4 +210,4 @@ def evaluate(
     errors = counter.summed().errors()
     if "autoattack" in extra:
         extra["autoattack"] = _reduce_breakdown(extra["autoattack"], device)
-    return {**errors, "attack": spec.to_dict(), **extra}
+    return {**errors, "attack": attack_record(spec), **extra}

@@ -42,6 +42,7 @@ class RunStatus(str, Enum):
     WAITING = "waiting"  # the dashboard, before `run_started`
     RUNNING = "running"
     PAUSED = "paused"
+    SAVING = "saving"  # the dashboard, stopping or detaching: last.pt is being saved
     STALE = "stale"  # unfinished, and its trainer is gone (or silent)
 
     def __str__(self) -> str:

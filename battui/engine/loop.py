@@ -38,7 +38,7 @@ import torch
 
 from battui.engine.control import RunControl
 from battui.engine.distributed import DistInfo, agree_flags, any_nonfinite
-from battui.engine.events import BatchEvent, Paused, Resumed, TrainAttack
+from battui.engine.events import BatchEvent, Paused, Resumed, RunStatus, TrainAttack
 from battui.engine.metrics import ClassCounter
 from battui.engine.setup import SpeedSettings
 from battui.methods import Method
@@ -76,7 +76,7 @@ class EpochEnd:
 
     step: int  # optimiser steps so far, this epoch's included
     batches_done: int  # batches of the epoch trained (before a resume included)
-    outcome: str | None = None  # None: completed; "interrupted" (stop; last.pt saved) or "failed"
+    outcome: RunStatus | None = None  # None: completed; INTERRUPTED (stop; last.pt saved) or FAILED
     failure: str = ""  # why, when the epoch found the failure itself (a failed save reports its own)
 
 
@@ -140,13 +140,13 @@ def train_epoch(parts: EpochParts, epoch: int, *, step: int, start_batch: int = 
         if i < start_batch:
             continue  # resumed mid-epoch: these batches were trained before the stop
         if not _wait_while_paused(parts, epoch, i, step, emit, save):
-            return EpochEnd(step, i, "failed")
+            return EpochEnd(step, i, RunStatus.FAILED)
         x = speed.prepare_input(x)
         with speed.autocast():
             loss, steps_to_flip, adv_pred, loss_parts = parts.step_module(x, y)
         loss_value = loss.detach().float()
         if any_nonfinite(loss_value, dist):
-            return EpochEnd(step, i, "failed", f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} "
+            return EpochEnd(step, i, RunStatus.FAILED, f"non-finite loss ({float(loss_value)}) at epoch {epoch + 1} "
                             f"batch {i + 1} (step {step + 1}); try a smaller train.lr")
         parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,7 +177,7 @@ def train_epoch(parts: EpochParts, epoch: int, *, step: int, start_batch: int = 
         if save_now or stop:
             control.save_now.clear()
             if not save(step, done, "last" if stop else "manual"):
-                return EpochEnd(step, done, "failed")
+                return EpochEnd(step, done, RunStatus.FAILED)
             if stop:
-                return EpochEnd(step, done, "interrupted")
+                return EpochEnd(step, done, RunStatus.INTERRUPTED)
     return EpochEnd(step, n_batches)

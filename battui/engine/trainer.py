@@ -3,7 +3,7 @@
     from battui.config import load_config
     from battui.engine.trainer import Trainer
     trainer = Trainer(load_config("synthetic-tiny"), listeners=[print]).prepare()
-    status = trainer.run()              # "completed" | "interrupted" | "failed"
+    status = trainer.run()              # RunStatus.COMPLETED | INTERRUPTED | FAILED
     trainer.run_dir, trainer.events_path
 
     Trainer(cfg, resume="runs/digits-cnn-pgd-at-20250101-120000").prepare().run()   # continue last.pt
@@ -35,14 +35,14 @@ from pathlib import Path
 
 import torch
 
-from battui.config import Config
+from battui.config import Config, EvalConfig
 from battui.engine import distributed, runs
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
-from battui.engine.evaluate import AttackSpec, check_spec, evaluate, spec_from_config
-from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted
+from battui.engine.evaluate import check_spec, eval_attack, evaluate
+from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted, RunStatus
 from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
 from battui.engine.rundir import RunDir
@@ -245,14 +245,14 @@ class Trainer:
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind))
         return True
 
-    def fail(self, reason: str, epoch: int) -> str:
+    def fail(self, reason: str, epoch: int) -> RunStatus:
         self.emit(Message(text=reason, level="error"))
         self.failure = (reason, epoch)
-        return "failed"
+        return RunStatus.FAILED
 
     # ---------------------------------------------------------- evaluation
-    def _spec(self) -> AttackSpec:
-        return spec_from_config(self.cfg.eval)  # fp32 unless eval.amp, seed eval.seed: as `battui eval`
+    def _spec(self) -> EvalConfig:
+        return eval_attack(self.cfg.eval)  # fp32 unless eval.amp, seed eval.seed: as `battui eval`
 
     def evaluate(self, batches, split: str, epoch: int, method_info: dict | None = None) -> dict:
         result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self._spec())
@@ -262,8 +262,8 @@ class Trainer:
                                    adv_confusion=result["adv_confusion"], method=method_info or {}, **fields))
 
     # ---------------------------------------------------------------- run
-    def run(self) -> str:
-        """Train to the end (or until stopped); returns "completed", "interrupted" or "failed"."""
+    def run(self) -> RunStatus:
+        """Train to the end (or until stopped); returns COMPLETED, INTERRUPTED or FAILED."""
         if not self.prepared:
             self.prepare()
         self.started = time.time()
@@ -275,9 +275,10 @@ class Trainer:
         try:
             status = self._run()
         except BaseException as exc:
-            reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else repr(exc)[:300]
-            self.emit(RunFinished(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                  reason=reason, epoch=self.start_epoch))
+            stopped = isinstance(exc, KeyboardInterrupt)
+            reason = "interrupted (KeyboardInterrupt)" if stopped else repr(exc)[:300]
+            self.emit(RunFinished(status=RunStatus.INTERRUPTED if stopped else RunStatus.FAILED, reason=reason,
+                                  epoch=self.start_epoch))
             raise
         finally:
             if self.writer is not None:
@@ -290,7 +291,7 @@ class Trainer:
             torch.set_num_threads(self._threads)
         return status
 
-    def _run(self) -> str:
+    def _run(self) -> RunStatus:
         cfg, epochs = self.cfg, self.cfg.train.epochs
         self.emit(RunStarted(
             run_name=self.run_dir.name, run_dir=str(self.run_dir), preset=cfg.preset, method=cfg.method.name,
@@ -329,7 +330,7 @@ class Trainer:
                 # worst-class robust error, ties (common early on, at 100%) broken by the average
                 metric = [record["worst"]["robust"], record["avg"]["robust"]]
             if not self.save_last(epoch_done=epoch + 1):
-                return self._finish("failed", epoch)
+                return self._finish(RunStatus.FAILED, epoch)
             if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
                 self.best_metric = metric
                 if self.dist.is_main:
@@ -337,10 +338,10 @@ class Trainer:
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
             stop = distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]
             if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
-                return self._finish("interrupted", epoch + 1)
+                return self._finish(RunStatus.INTERRUPTED, epoch + 1)
         self._use_averaged_weights(epochs)
         self.evaluate(self.test_batches, "test", epoch)
-        return self._finish("completed", epochs)
+        return self._finish(RunStatus.COMPLETED, epochs)
 
     def epoch_parts(self) -> EpochParts:
         train = self.cfg.train
@@ -349,9 +350,9 @@ class Trainer:
                           speed=self.speed, control=self.control, dist=self.dist, device=self.device,
                           log_every=train.log_every, stats_every=train.attack_stats_every, started=self.started)
 
-    def train_epoch(self, epoch: int, start_batch: int = 0) -> str | None:
-        """Train one epoch (`loop.train_epoch`); None when it completed, else "interrupted" or
-        "failed" (checkpoint and error message already handled)."""
+    def train_epoch(self, epoch: int, start_batch: int = 0) -> RunStatus | None:
+        """Train one epoch (`loop.train_epoch`); None when it completed, else INTERRUPTED or
+        FAILED (checkpoint and error message already handled)."""
         def save(step: int, batch_done: int, kind: str) -> bool:
             self.step = step
             return self.save_last(epoch_done=epoch, batch_done=batch_done, kind=kind)
@@ -379,10 +380,10 @@ class Trainer:
             info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
 
-    def _finish(self, status: str, epoch: int) -> str:
-        if status == "failed" and self.failure:
+    def _finish(self, status: RunStatus, epoch: int) -> RunStatus:
+        if status == RunStatus.FAILED and self.failure:
             reason = self.failure[0]
-        elif status == "interrupted":
+        elif status == RunStatus.INTERRUPTED:
             reason = self.control.stop_reason or "stopped"
         else:
             best = f"; best worst-class robust error {self.best_metric[0]:.1f}%" if self.best_metric else ""

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from battui.engine.evaluate import AttackSpec, evaluate, spec_from_config
+from battui.config import EvalConfig
+from battui.engine.evaluate import attack_record, eval_attack, evaluate
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.errors import UserError
 from battui.report.foreign import Foreign, open_config, open_for_eval
@@ -46,13 +47,13 @@ def attack_spec(
     restarts: int | None = None,
     seed: int | None = None,
     precision: str | None = None,
-) -> AttackSpec:
+) -> EvalConfig:
     """The evaluation attack: the checkpoint config's `eval` section (precision: fp32 unless
     `eval.amp`), then any explicit override; bounds checked (`validate.check_attack_options`)."""
     from battui.validate import check_attack_options
 
-    spec = spec_from_config(cfg.eval, name=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts,
-                            seed=seed, precision=precision)
+    spec = eval_attack(cfg.eval, attack=attack, eps=eps, step_size=step_size, steps=steps, restarts=restarts,
+                       seed=seed, precision=precision)
     check_attack_options(eps=spec.eps, step_size=spec.step_size, steps=spec.steps, restarts=spec.restarts,
                          prefix="the attack's ")
     return spec
@@ -86,9 +87,9 @@ def cache_path(ckpt_path: Path, key: str) -> Path:
     return ckpt_path.with_name(f"{ckpt_path.name}.eval-{key}.json")
 
 
-def _cache_key(spec: AttackSpec, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
+def _cache_key(spec: EvalConfig, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
     blob = json.dumps(
-        {"v": CACHE_VERSION, "attack": spec.to_dict(), "limit": int(limit), "data": cfg.data.__dict__,
+        {"v": CACHE_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": cfg.data.__dict__,
          "split_seed": data["split_seed"], "weights": whash, **({"foreign": foreign} if foreign else {})},
         sort_keys=True, default=str,
     )
@@ -127,7 +128,7 @@ def summarize(result: dict) -> dict[str, Any]:
 
 def evaluate_checkpoint(
     path: str | Path,
-    spec: AttackSpec | None = None,
+    spec: EvalConfig | None = None,
     *,
     device: str | torch.device = "cpu",
     limit: int = 0,

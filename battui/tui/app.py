@@ -27,6 +27,7 @@ from textual.containers import Container
 from textual.filter import Monochrome, NoColor
 from textual.widgets import Footer
 
+from battui.engine.events import RunStatus
 from battui.errors import UserError
 from battui.tui.driver import terminal_alive
 from battui.tui.feeds import EventsArrived, Feed, TrainingDone
@@ -194,21 +195,21 @@ class DashboardApp(App[int]):
         """The header's status word and note, from the stream and from what the person did."""
         state = self.state
         if self.detaching and not state.finished:
-            return "saving", "saving checkpoints/last.pt to continue in the background…"
+            return RunStatus.SAVING, "saving checkpoints/last.pt to continue in the background…"
         if self.stopping and not state.finished:
-            return "saving", "stopping after this batch and saving checkpoints/last.pt…"
+            return RunStatus.SAVING, "stopping after this batch and saving checkpoints/last.pt…"
         if self.override:
             return self.override
         if state.finished:
             reason = str(state.finished.get("reason") or "")
-            note = reason if state.status != "completed" else ""
-            if state.status == "interrupted" and not self.feed.live and state.run_dir:
+            note = reason if state.status != RunStatus.COMPLETED else ""
+            if state.status == RunStatus.INTERRUPTED and not self.feed.live and state.run_dir:
                 note = (note + " · " if note else "") + f"continue: battui train --resume {state.run_dir}"
             if self.feed.live:
                 note = (note + " · " if note else "") + "q to exit"
             return state.status, note
         if self.paused and state.started:
-            return "paused", "p to resume" if self.feed.controls else ""
+            return RunStatus.PAUSED, "p to resume" if self.feed.controls else ""
         return state.status, ""
 
     @property
@@ -224,7 +225,7 @@ class DashboardApp(App[int]):
     def on_training_done(self, _message: TrainingDone) -> None:
         error = self.feed.error
         if error is not None:
-            self.override = ("failed", f"{type(error).__name__}: {error}")
+            self.override = (RunStatus.FAILED, f"{type(error).__name__}: {error}")
         self._dirty = True
         control = self.feed.control
         if self.stopping or (control is not None and control.stop.is_set()):
@@ -234,7 +235,7 @@ class DashboardApp(App[int]):
     def return_code_for_run(self) -> int:
         """0 when the run completed or was stopped on purpose, 1 when it failed."""
         result = self.feed.result or self.state.status
-        return 1 if result == "failed" else 0
+        return 1 if result == RunStatus.FAILED else 0
 
     # ---- actions -------------------------------------------------------------------------
 

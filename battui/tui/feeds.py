@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from textual.app import App
 
     from battui.engine.control import RunControl
+    from battui.engine.runlock import RunLock
 
 STALE_AFTER = 60.0  # seconds without an event before a watched run counts as quiet
 WATCH_BATCH = 500  # events per message while catching up on a long file
@@ -77,7 +78,7 @@ class Feed(Protocol):
     live: bool = False
     controls: bool = False
     control: RunControl | None = None
-    result: str | None = None
+    result: RunStatus | None = None
     error: BaseException | None = None
 
     def start(self, app: App) -> None:
@@ -100,14 +101,15 @@ class Feed(Protocol):
 
 
 class Trainable(Protocol):
-    """What `LiveFeed` needs of a trainer (`battui.engine.trainer.Trainer` is one)."""
+    """What `LiveFeed` and `launch.run_live` need of a trainer (`battui.engine.trainer.Trainer` is one)."""
 
     run_dir: Path
     events_path: Path
     listeners: list
-    keep_lock: bool
+    keep_lock: bool  # the run was handed to a background process: the lock goes with it
+    lock: RunLock | None
 
-    def run(self) -> str: ...
+    def run(self) -> RunStatus: ...
 
 
 class ReplayFeed(Feed):
@@ -134,7 +136,7 @@ class LiveFeed(Feed):
 
     def __init__(self, trainer: Trainable, control: RunControl):
         self.trainer, self.control = trainer, control
-        self.result: str | None = None
+        self.result: RunStatus | None = None
         self.error: BaseException | None = None
         self._app: App | None = None
         self.thread: threading.Thread | None = None
@@ -164,7 +166,7 @@ class LiveFeed(Feed):
 
     def _train(self) -> None:
         try:
-            self.result = str(self.trainer.run())
+            self.result = RunStatus(self.trainer.run())
         except BaseException as exc:
             self.error, self.result = exc, RunStatus.FAILED
         finally:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
+from battui.engine.control import RunControl
 from battui.engine.events import RunStatus
 from battui.engine.headless import HeadlessLog
 from battui.engine.rundir import RunDir
@@ -21,14 +21,15 @@ from battui.engine.terminal import TerminalGuard, spawn_detached
 from battui.errors import UserError
 from battui.tui.app import DashboardApp
 from battui.tui.driver import hangup_safe_driver
-from battui.tui.feeds import LiveFeed, WatchFeed, pid_alive
+from battui.tui.feeds import LiveFeed, Trainable, WatchFeed, pid_alive
 
 
 def _say(text: str) -> None:
     Console().print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def run_live(trainer: Any, control: Any, guard: TerminalGuard | None = None, on_hangup: str = "continue") -> int:
+def run_live(trainer: Trainable, control: RunControl, guard: TerminalGuard | None = None,
+             on_hangup: str = "continue") -> int:
     """Train in a thread under the dashboard; returns 0 (completed, stopped, detached) or 1 (failed).
 
     `q` asks, then stops (saving last.pt) or detaches; `d` detaches: last.pt is saved
@@ -36,7 +37,7 @@ def run_live(trainer: Any, control: Any, guard: TerminalGuard | None = None, on_
     terminal is lost (`guard.lost`), the dashboard closes and, with on_hangup
     "continue", training goes on here, headless, logging to RUN/train.log.
     """
-    guard = guard or TerminalGuard(getattr(trainer, "run_dir", "."))
+    guard = guard or TerminalGuard(trainer.run_dir)
     feed = LiveFeed(trainer, control)
     app = DashboardApp(feed, lost=guard.lost, driver_class=hangup_safe_driver(guard.lost))
     try:
@@ -47,7 +48,7 @@ def run_live(trainer: Any, control: Any, guard: TerminalGuard | None = None, on_
             guard.to_log()
         elif feed.running and not app.detaching and not control.stop.is_set():
             feed.stop()  # the app ended without waiting (crash): still stop the loop cleanly
-    run_dir = getattr(trainer, "run_dir", "")
+    run_dir = trainer.run_dir
     if feed.running and guard.lost.is_set():
         if on_hangup == "stop":
             control.request_stop("terminal lost (run.on_hangup=stop)", signal=signal.SIGHUP)
@@ -60,9 +61,9 @@ def run_live(trainer: Any, control: Any, guard: TerminalGuard | None = None, on_
                  f"re-attach with: battui watch {run_dir}")
     feed.join()
     status = feed.result or app.state.status
-    if app.detaching and getattr(trainer, "keep_lock", False):
+    if app.detaching and trainer.keep_lock:
         trainer.keep_lock = False
-        lock = getattr(trainer, "lock", None)
+        lock = trainer.lock
         if status == RunStatus.INTERRUPTED:
             pid = spawn_detached(run_dir, lock)
             _say(f"detached: training continues in the background (pid {pid}), log in {RunDir(run_dir).log}")

@@ -8,18 +8,19 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from battui.engine.events import RunStatus
 from battui.tui.state import RunState
 from battui.tui.widgets.common import ViewOptions, error_style, format_duration
 
 STATUS_STYLE = {
-    "running": ("●", "bold green"),
-    "waiting": ("○", "dim"),
-    "paused": ("❚❚", "bold yellow"),
-    "saving": ("…", "bold yellow"),
-    "completed": ("✔", "bold green"),
-    "interrupted": ("■", "bold yellow"),
-    "failed": ("✖", "bold red"),
-    "stale": ("?", "bold red"),
+    RunStatus.RUNNING: ("●", "bold green"),
+    RunStatus.WAITING: ("○", "dim"),
+    RunStatus.PAUSED: ("❚❚", "bold yellow"),
+    RunStatus.SAVING: ("…", "bold yellow"),
+    RunStatus.COMPLETED: ("✔", "bold green"),
+    RunStatus.INTERRUPTED: ("■", "bold yellow"),
+    RunStatus.FAILED: ("✖", "bold red"),
+    RunStatus.STALE: ("?", "bold red"),
 }
 
 
