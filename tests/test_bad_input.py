@@ -21,7 +21,7 @@ from battui.engine.events import read_events
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS
 from battui.validate import MAX_ATTACK_STEPS, MAX_BATCH_SIZE, MAX_RESTARTS
-from tests.bad_input_cli import battui, run_many
+from tests.support.cli import battui, run_many
 
 
 def md5s(root: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from battui.attacks import pgd
-from tests._tiny import tiny_batch, tiny_mlp
+from tests.support.tiny_problem import tiny_batch, tiny_mlp
 
 
 def _one_step(model, x, y, **kw):
