@@ -1,7 +1,7 @@
 """Dashboard tests: RunState folding, panels from a generated stream, keys, live quit, watch mode.
 
 The app is driven with `App.run_test()` and a Pilot; screens are read back as text
-(`tui_screen.screen_text`) so assertions are about what a person would see.
+(`tests.support.screen.screen_text`) so assertions are about what a person would see.
 """
 
 from __future__ import annotations

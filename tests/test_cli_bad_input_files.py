@@ -1,6 +1,6 @@
 """Bad files never crash and never get destroyed (issue 13): checkpoints, report outputs, report contents.
 
-    .venv/bin/pytest tests/test_bad_input_files.py -q
+    .venv/bin/pytest tests/test_cli_bad_input_files.py -q
 """
 
 from __future__ import annotations

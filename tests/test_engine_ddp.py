@@ -2,7 +2,7 @@
 evaluation and the methods' validation cover each split exactly once, and
 train.batch_size is the global batch (split over the ranks; exit 2 unless it divides).
 
-    .venv/bin/pytest tests/test_ddp.py -q
+    .venv/bin/pytest tests/test_engine_ddp.py -q
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`battui train` as a user runs it, in subprocesses: signals, SIGKILL + resume, bad input, --detach.
 
-    .venv/bin/pytest tests/test_train_cli.py -q
+    .venv/bin/pytest tests/test_cli_train.py -q
 """
 
 from __future__ import annotations

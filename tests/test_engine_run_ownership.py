@@ -1,6 +1,6 @@
 """One trainer per run directory (the OS lock), the control FIFO, progress over resumes, `battui runs`.
 
-    .venv/bin/pytest tests/test_run_ownership.py -q
+    .venv/bin/pytest tests/test_engine_run_ownership.py -q
 """
 
 from __future__ import annotations

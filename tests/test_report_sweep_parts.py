@@ -1,7 +1,7 @@
 """The sweep's parts without training: run states, progress and ETA, Slurm's sbatch file, option errors,
 and the trainer finishing a stop that arrives after its last epoch (so a requeued job never gets stuck).
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_sweep_units.py -x -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_report_sweep_parts.py -x -q
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 without training, and submitit's local executor runs the table while one of its jobs is preempted: the
 requeued job resumes and ends with the weights of the uninterrupted run.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_sweep.py -x -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_report_sweep.py -x -q
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`battui eval` against an independent library: PGD-20 agrees with torchattacks.PGD (AutoAttack: see
-test_autoattack.py)."""
+test_attacks_autoattack.py)."""
 
 from __future__ import annotations
 
