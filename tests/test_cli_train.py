@@ -63,8 +63,6 @@ KILL_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from battui.config import load_config
     from battui.engine.trainer import Trainer
-from tests.support import ROOT
-from tests.support.cli import battui, child_env
 
     def kill_mid_epoch(event):
         if event["type"] == "batch" and (event["epoch"], event["batch"]) == (1, 2):
