@@ -12,7 +12,7 @@ from battui.data import ArraySplit, Batches, DataSplits, build_datasets, crop_fl
 from battui.data import imagenette as imagenette_module
 from battui.data.synthetic import make_synthetic_pool
 from battui.errors import UserError
-from tests.fixtures_data import (
+from tests.support.dataset_files import (
     CIFAR10_NAMES,
     label_value,
     write_cifar10,

@@ -15,9 +15,9 @@ from battui.figures.per_class import per_class_figure
 from battui.figures.sources import group, load_sources
 from battui.figures.steps import steps_figure
 from battui.figures.targets import confusion_figure, pooled_confusion, target_figure
-from tests.test_report import assert_one_line_error, run_cli
-from tests.test_report_support import make_checkpoint, tiny_config
-from tests.tui_events import CIFAR10, generate_events, write_events
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.events import CIFAR10, generate_events, write_events
 
 FMNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from battui.methods import build_method
-from tests._tiny import K, reference_pgd, start_noise, tiny_batch, tiny_mlp
+from tests.support.tiny_problem import K, reference_pgd, start_noise, tiny_batch, tiny_mlp
 
 
 def _frl(**kw):

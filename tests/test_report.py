@@ -11,24 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from battui.cli import main
 from battui.engine.metrics import ClassCounter, kl_to_uniform, mean_steps, target_distribution
 from battui.methods import paper_label
 from battui.report.formats import Bar, Section, lowest_bold, to_csv, to_markdown
 from battui.report.layouts import mean_std, table1_values
 from battui.report.runs import ablation_rows, parse_methods
-from tests.test_report_support import make_checkpoint, tiny_config
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run `battui ARGS` in-process; returns (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import assert_one_line_error, run_cli
 
 
 def test_metric_definitions_on_hand_made_predictions() -> None:
@@ -134,15 +123,6 @@ def test_eval_rich_report(ckpts, capsys) -> None:
     code, out, err = run_cli(capsys, "eval", str(ckpts["a"]), "--limit", "40")
     assert code == 0, err
     assert "Worst Rob." in out and "Per class" in out and "KL to uniform" in out and "class9" in out
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_mismatched_checkpoints_refused(ckpts, tmp_path, capsys) -> None:

@@ -1,7 +1,7 @@
 """Dashboard tests: RunState folding, panels from a generated stream, keys, live quit, watch mode.
 
 The app is driven with `App.run_test()` and a Pilot; screens are read back as text
-(`tui_screen.screen_text`) so assertions are about what a person would see.
+(`tests.support.screen.screen_text`) so assertions are about what a person would see.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tui_events import CIFAR10, cifar100_classes, generate_events, write_events
-from tui_screen import folded, screen_text, sync
 
 from battui.engine.control import RunControl
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
@@ -22,6 +20,8 @@ from battui.tui.feeds import LiveFeed, ReplayFeed, WatchFeed
 from battui.tui.launch import events_file
 from battui.tui.state import RunState
 from battui.tui.widgets.keys import KeysScreen
+from tests.support.events import CIFAR10, cifar100_classes, generate_events, write_events
+from tests.support.screen import folded, screen_text, sync
 
 # ---- RunState ------------------------------------------------------------------------------
 
@@ -216,13 +216,13 @@ async def test_quit_while_training_stops_the_worker_and_leaves_a_checkpoint(tmp_
 
 @sync
 async def test_real_trainer_quit_writes_last_checkpoint(tmp_path):
-    trainer_mod = pytest.importorskip("battui.engine.trainer")
     from battui.config import load_config
     from battui.engine.control import RunControl
+    from battui.engine.trainer import Trainer
 
     cfg = load_config("synthetic-tiny", ["train.epochs=50", "run.device=cpu"])
     control = RunControl()
-    trainer = trainer_mod.Trainer(cfg, run_dir=tmp_path / "run", control=control)
+    trainer = Trainer(cfg, run_dir=tmp_path / "run", control=control)
     app = DashboardApp(LiveFeed(trainer, control))
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(100):

@@ -3,13 +3,12 @@ and each panel's `View` knows the line of every class it draws."""
 
 from __future__ import annotations
 
-from tui_events import generate_events
-from tui_screen import folded, screen_text, sync
-
 from battui.tui.app import DashboardApp
 from battui.tui.feeds import ReplayFeed
 from battui.tui.panels import PANELS
 from battui.tui.widgets.common import ViewOptions
+from tests.support.events import generate_events
+from tests.support.screen import folded, screen_text, sync
 
 
 def test_each_view_knows_the_line_of_every_class_it_draws():

@@ -6,7 +6,6 @@ server socket, and kills whatever it started. Skipped without tmux.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,13 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_tmux import TMUX, Tmux, wait_for
 
 from battui.engine.channel import send_command
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.runlock import live_pid
+from tests.support.processes import kill, of_type, run_events, running, training, wait_for
+from tests.support.terminal import Tmux, needs_tmux
 
-pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux)")
+pytestmark = needs_tmux
 ENV = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"
 
 
@@ -30,38 +30,9 @@ def train_command(tmp_path: Path, name: str, *args: str, term: str = "xterm-256c
             f"--device cpu --run-name {name} {' '.join(args)}; echo $? > {tmp_path / (name + '.exit')}; sleep 60")
 
 
-def events(run: Path) -> list[dict]:
-    try:
-        lines = (run / "events.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def of_type(run: Path, kind: str) -> list[dict]:
-    return [e for e in events(run) if e["type"] == kind]
-
-
-def running(pid: int | None) -> bool:
-    """Alive and not a zombie (an orphan may wait a moment for its reaper)."""
-    try:
-        return pid is not None and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kill(pid: int | None) -> None:
-    if running(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
-def training(run: Path) -> bool:
-    return len(of_type(run, "batch")) >= 2 and live_pid(run) is not None
 
 
 def test_killing_the_terminal_under_the_dashboard_leaves_the_run_to_complete(tmp_path):
@@ -183,7 +154,7 @@ def test_d_detaches_the_foreground_dashboard_and_the_run_goes_on(tmp_path):
         assert second and second != first and not running(first)
         handed = of_type(run, "run_finished")[0]
         assert handed["status"] == "interrupted" and "detached" in handed["reason"]
-        saved = [e for e in events(run) if e["type"] == "checkpoint"][-1]
+        saved = [e for e in run_events(run) if e["type"] == "checkpoint"][-1]
         restart = of_type(run, "run_started")[1]
         assert (restart["start_epoch"], restart["start_batch"]) == (saved["epoch"], _batch_of(run, saved["epoch"]))
         send_command(run, "stop")
@@ -201,7 +172,7 @@ def _batch_of(run: Path, epoch: int) -> int:
     A save after an epoch's last batch resumes that epoch at batch == batches (its end-of-epoch work,
     validation and scheduler, is still to do); a save before any batch of `epoch` resumes at 0."""
     seen, last = 0, (-1, 0)
-    for event in events(run):
+    for event in run_events(run):
         if event["type"] == "run_started":
             seen += 1
             if seen == 2:

@@ -7,10 +7,9 @@ Update after an intended change with `pytest tests/test_tui_snapshots.py --snaps
 
 from __future__ import annotations
 
-from tui_events import cifar100_classes, generate_events
-
 from battui.tui.app import DashboardApp
 from battui.tui.feeds import ReplayFeed
+from tests.support.events import cifar100_classes, generate_events
 
 
 def running_app(**kwargs) -> DashboardApp:

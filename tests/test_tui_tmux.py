@@ -7,45 +7,13 @@ Skipped when tmux is absent (`apt-get install -y tmux`; the CI script installs i
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
+from tests.support.processes import wait_for
+from tests.support.terminal import Tmux, needs_tmux
 
-TMUX = shutil.which("tmux")
-pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux)")
-
-
-class Tmux:
-    """One detached tmux session on a private server socket."""
-
-    def __init__(self, name: str, width: int, height: int, command: str):
-        self.base = [TMUX, "-L", name]
-        self.name = name
-        subprocess.run([*self.base, "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), command],
-                       check=True)
-
-    def screen(self) -> str:
-        out = subprocess.run([*self.base, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
-        return out.stdout
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run([*self.base, "send-keys", "-t", self.name, *keys], check=True)
-
-    def close(self) -> None:
-        subprocess.run([*self.base, "kill-server"], capture_output=True)
-
-
-def wait_for(predicate, timeout: float, step: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+pytestmark = needs_tmux
 
 
 def train_in_tmux(tmp_path: Path, session: str) -> tuple[Tmux, Path]:

@@ -1,6 +1,6 @@
 """Bad files never crash and never get destroyed (issue 13): checkpoints, report outputs, report contents.
 
-    .venv/bin/pytest tests/test_bad_input_files.py -q
+    .venv/bin/pytest tests/test_cli_bad_input_files.py -q
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from battui.errors import UserError
 from battui.report.evaluation import summarize
 from battui.report.formats import to_csv, to_markdown
 from battui.report.layouts import compare_sections, eval_sections
-from tests.bad_input_cli import run_many
-from tests.test_report_support import make_checkpoint, tiny_config
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import run_many
 
 
 def md5(path: Path) -> str:

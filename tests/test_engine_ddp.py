@@ -2,13 +2,12 @@
 evaluation and the methods' validation cover each split exactly once, and
 train.batch_size is the global batch (split over the ranks; exit 2 unless it divides).
 
-    .venv/bin/pytest tests/test_ddp.py -q
+    .venv/bin/pytest tests/test_engine_ddp.py -q
 """
 
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +18,17 @@ from battui.config import load_config
 from battui.data import build_datasets
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
+from tests.support import ROOT
+from tests.support.cli import child_env
 
-ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 def torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [str(TORCHRUN), "--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
            "-m", "battui", "train", "--headless", "--preset", "synthetic-tiny", "--device", "cpu",
            "--epochs", "1", "--set", f"run.root={tmp_path}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
 
 
 def test_torchrun_two_ranks_cover_eval_splits_exactly_once(tmp_path):
@@ -86,10 +85,10 @@ def test_torchrun_method_validation_is_sharded_and_summed(tmp_path):
 
 
 def test_global_batch_must_divide_over_the_ranks(tmp_path):
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "battui", "train", "--headless", "--preset", "synthetic-tiny", "--device", "cpu",
            "--set", "train.batch_size=33", "--set", f"run.root={tmp_path / 'runs'}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(WORLD_SIZE="2", RANK="0"),
+                         cwd=ROOT, timeout=120)
     assert out.returncode == 2
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert len(lines) == 1 and "global batch" in lines[0] and "2 ranks" in lines[0], lines

@@ -8,8 +8,8 @@ import re
 from battui.report.formats import Bar, MeanStd, Section, lowest_bold, resolve_format
 from battui.report.latex import escape, to_latex
 from battui.report.layouts import METRIC_COLUMNS, mean_std, table_sections
-from tests.test_report import assert_one_line_error, run_cli
-from tests.test_report_support import make_checkpoint, tiny_config
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import assert_one_line_error, run_cli
 
 
 def body_rows(tex: str) -> list[list[str]]:

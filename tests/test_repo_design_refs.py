@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 DESIGN = ROOT / "docs" / "DESIGN.md"
 MENTION = re.compile(r"(\S*)DESIGN\.md(?:\s+(?:section|§)\s*([0-9]+(?:\.[0-9]+)?))?")
 

@@ -1,6 +1,6 @@
 """`battui train` as a user runs it, in subprocesses: signals, SIGKILL + resume, bad input, --detach.
 
-    .venv/bin/pytest tests/test_train_cli.py -q
+    .venv/bin/pytest tests/test_cli_train.py -q
 """
 
 from __future__ import annotations
@@ -21,17 +21,8 @@ from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
 from battui.engine.runlock import live_pid
 from battui.engine.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def battui(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "battui", *args], capture_output=True, text=True, env=env(),
-                          cwd=ROOT, timeout=120, **kw)
+from tests.support import ROOT
+from tests.support.cli import battui, child_env
 
 
 def run_dir_from(stdout: str) -> Path:
@@ -45,7 +36,7 @@ def test_sigint_after_first_batch_saves_and_exits_130(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "battui", "train", "--headless", "--preset", "synthetic-tiny", "--epochs", "50",
          "--set", f"run.root={tmp_path}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT,
     )
     lines = []
     try:
@@ -82,18 +73,13 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path):
+def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, one_thread):
     common = ["train.epochs=2", f"run.root={tmp_path}"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same arithmetic as the single-threaded subprocesses
-    try:
-        reference = Trainer(load_config("synthetic-tiny", [*common, "run.name=ref"])).prepare()
-        assert reference.run() == "completed"
-    finally:
-        torch.set_num_threads(threads)
+    reference = Trainer(load_config("synthetic-tiny", [*common, "run.name=ref"])).prepare()  # as the children: 1 thread
+    assert reference.run() == "completed"
 
     killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *common, "run.name=cut"], capture_output=True,
-                            text=True, env=env(), cwd=ROOT, timeout=120)
+                            text=True, env=child_env(), cwd=ROOT, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     cut = tmp_path / "cut"
     assert load_checkpoint(cut / "checkpoints" / "last.pt")["epoch"] == 1  # from the end of epoch 1 (of 2)
@@ -128,7 +114,7 @@ def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_pat
     assert pid and pid != os.getpid() and not (run / "train.pid").exists()
     # The printed watch command works at once: it waits for the run to start instead of failing.
     watcher = subprocess.Popen([sys.executable, "-m", "battui", "watch", str(run)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
+                               stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
     try:
         first = [watcher.stdout.readline()]
         while " batch 5/" not in first[-1] and len(first) < 20 and first[-1]:

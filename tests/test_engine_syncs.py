@@ -6,7 +6,7 @@ step (steps that write an event excluded) at most 3 sync points for PGD-AT,
 TRADES, GAIRAT, FRL, CFA, DAFA and WAT, attack steps + 3 for BAT and FAT, 2 per
 PGD evaluation batch, and none for per-class counting.
 
-    .venv/bin/pytest tests/test_syncs.py -q
+    .venv/bin/pytest tests/test_engine_syncs.py -q
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import ROOT
+
 ENGINE_PACKAGES = ["battui.engine", "battui.methods", "battui.attacks", "battui.data", "battui.models", "battui.report",
                     "battui.figures"]
 
@@ -28,7 +30,6 @@ def test_engine_packages_import_without_textual():
 
 # ---- the import layers, read from the source (lazy and TYPE_CHECKING imports included) -----------
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # The data flow, lowest first (docs/DESIGN.md section 1): a module may import its own layer and lower ones.
 LAYERS = [

@@ -1,6 +1,6 @@
 """One trainer per run directory (the OS lock), the control FIFO, progress over resumes, `battui runs`.
 
-    .venv/bin/pytest tests/test_run_ownership.py -q
+    .venv/bin/pytest tests/test_engine_run_ownership.py -q
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from battui.engine.rundir import RunDir
 from battui.engine.runlock import RunLock, live_pid
 from battui.errors import UserError
 from battui.report.listing import format_runs, list_runs, newest_run
+from tests.support.cli import child_env, run_cli
+from tests.support.processes import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
 from battui.engine.runlock import RunLock
@@ -34,28 +35,9 @@ time.sleep(60)
 """
 
 
-def cli(*args: str) -> int:
-    from battui.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def holder(run_dir: Path, **kw) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+                            env=child_env(), **kw)
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -82,7 +64,7 @@ def test_a_lock_handed_to_a_child_is_never_free_in_between(tmp_path):
     lock = RunLock.acquire(tmp_path)
     child = ("import os, sys, time\nfrom battui.engine.runlock import RunLock\n"
              "RunLock.acquire(sys.argv[1], wait=0.0)\nprint('took', flush=True)\ntime.sleep(60)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **lock.handover_env()}
+    env = child_env(**lock.handover_env())
     proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                             env=env, pass_fds=(lock.fd,))
     try:
@@ -160,8 +142,8 @@ def test_runs_lists_status_epochs_best_and_live_pid(tmp_path, capsys):
         assert lines[0].split()[:3] == ["run", "method", "status"]
         assert "a-done" in lines[1] and "5/5" in lines[1] and "37.0%" in lines[1]
         assert newest_run(tmp_path) == tmp_path / "c-live"
-        assert cli("runs", "--root", str(tmp_path)) == 0
-        out = capsys.readouterr().out
+        code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path))
+        assert code == 0
         row = next(line for line in out.splitlines() if line.startswith("c-live"))
         assert row.split() == ["c-live", "bat", "paused", "0/5", "-", str(os.getpid())]
     finally:
@@ -178,12 +160,11 @@ def test_watch_without_argument_follows_the_newest_run_and_send_needs_a_trainer(
                                         {"type": "run_finished", "status": "interrupted", "reason": "SIGTERM"}])
     os.utime(tmp_path / "runs" / "old" / "events.jsonl", (1, 1))
     monkeypatch.chdir(tmp_path)
-    assert cli("watch") == 0
-    out = capsys.readouterr()
-    assert "the newest " + "x" * 150 in out.out  # whole lines, no wrapping at 80 columns
-    assert "old run" not in out.out and "continue with: battui train --resume runs/new" in out.out
-    code = cli("watch", "runs/new", "--send", "pause")
-    err = capsys.readouterr().err
+    code, out, _ = run_cli(capsys, "watch")
+    assert code == 0
+    assert "the newest " + "x" * 150 in out  # whole lines, no wrapping at 80 columns
+    assert "old run" not in out and "continue with: battui train --resume runs/new" in out
+    code, _, err = run_cli(capsys, "watch", "runs/new", "--send", "pause")
     assert code == 2 and "no trainer is running on runs/new" in err and len(err.strip().splitlines()) == 1
 
 

@@ -1,6 +1,6 @@
 """Bad input never crashes and never destroys (issue 13): settings, run names, table options, resume.
 
-Every refused command line runs as its own process (tests/bad_input_cli.py): exit code 2,
+Every refused command line runs as its own process (tests/support/cli.py, `run_many`): exit code 2,
 exactly one line on stderr, no traceback, no new run directory, and the md5 of every file
 that existed before unchanged. `battui table` also runs end to end with its default options.
 """
@@ -21,7 +21,7 @@ from battui.engine.events import read_events
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS
 from battui.validate import MAX_ATTACK_STEPS, MAX_BATCH_SIZE, MAX_RESTARTS
-from tests.bad_input_cli import battui, run_many
+from tests.support.cli import battui, run_many
 
 
 def md5s(root: Path) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The sweep's parts without training: run states, progress and ETA, Slurm's sbatch file, option errors,
 and the trainer finishing a stop that arrives after its last epoch (so a requeued job never gets stuck).
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_sweep_units.py -x -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_report_sweep_parts.py -x -q
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from battui.report.launchers import LocalLauncher, SubmititLauncher
 from battui.report.progress import EventTail, TableProgress
 from battui.report.runs import TablePlan, ablation_rows, parse_methods
 from battui.report.sweep import Sweep, _materialize, classify, plan_table, run_name, sweep_rows
-from tests.test_report import assert_one_line_error, run_cli
+from tests.support.cli import assert_one_line_error, run_cli
 
 
 def _plan(root: Path, methods: str = "pgd-at,trades", seeds: int = 1) -> TablePlan:
@@ -155,7 +155,6 @@ def test_progress_reads_new_event_lines_and_estimates_the_time_left(tmp_path, mo
 
 
 def test_slurm_settings_from_yaml_and_flags_make_the_sbatch_file(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("submitit")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")

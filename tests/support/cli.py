@@ -1,9 +1,12 @@
-"""Run many `battui` command lines as separate processes, cheaply, for the bad-input tests.
+"""Running battui's command line in tests: in-process, as one process, or many forked cheaply.
 
-    results = run_many([["train", "--set", "attack.eps=-1"], ...], cwd=tmp_path)
-    results[0].code, results[0].err            # exit status and stderr of that process
+    code, out, err = run_cli(capsys, "eval", "m.pt")    # in-process: exit code, captured stdout, stderr
+    assert_one_line_error(code, err, "needle")          # exit code 2, one stderr line naming the needle
+    proc = battui("train", "--headless")                # `python -m battui ARGS` as a user runs it
+    results = run_many([["train", "--set", "attack.eps=-1"], ...], cwd=tmp_path, tmp=tmp_path)
+    results[0].code, results[0].err                     # exit status and stderr of that process
 
-One Python process imports battui once, then forks a child per command line:
+`run_many`: one Python process imports battui once, then forks a child per command line:
 each child has its own stdout/stderr files, working directory and exit status,
 exactly as `python -m battui ARGS` would, without paying torch's import each time.
 An uncaught exception in a child prints its traceback to that child's stderr.
@@ -18,7 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from battui.cli import main
+from tests.support import ROOT
 
 DRIVER = r"""
 import json, os, sys, traceback
@@ -66,21 +70,44 @@ class Result:
         return lines[0]
 
 
-def env() -> dict[str, str]:
+def child_env(**extra: str) -> dict[str, str]:
+    """A child process's environment: this checkout's battui, one thread, unbuffered output, wide lines."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-            "COLUMNS": "200"}
+            "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `battui ARGS` in-process; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 
 
 def run_many(argvs: list[list[str]], cwd: Path, tmp: Path) -> list[Result]:
     """Each argv in its own forked process (working directory `cwd`); output files go to `tmp`."""
     cases = [{"argv": list(map(str, argv)), "cwd": str(cwd), "tmp": str(tmp)} for argv in argvs]
     proc = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(cases), capture_output=True, text=True,
-                          env=env(), cwd=cwd, timeout=600)
+                          env=child_env(), cwd=cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return [Result(case["argv"], **r) for case, r in zip(cases, json.loads(proc.stdout.splitlines()[-1]))]
 
 
-def battui(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def battui(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m battui ARGS` as a user runs it."""
     return subprocess.run([sys.executable, "-m", "battui", *map(str, args)], capture_output=True, text=True,
-                          env=env(), cwd=cwd, timeout=timeout)
+                          env=child_env(), cwd=cwd, timeout=timeout)

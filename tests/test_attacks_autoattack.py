@@ -7,11 +7,9 @@ import io
 import json
 import logging
 import re
-from pathlib import Path
 
 import pyautoattack
 import pytest
-import torch
 from pyautoattack import AutoAttack
 from rich.console import Console
 
@@ -21,15 +19,8 @@ from battui.data import Batches, build_datasets
 from battui.engine.checkpoint import model_from_checkpoint
 from battui.engine.evaluate import evaluate
 from battui.report.eval_progress import EvalProgress
-from tests.test_report import assert_one_line_error, run_cli
-from tests.test_report_support import make_checkpoint, tiny_config
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    """A cnn trained 40 clean steps on synthetic data (600 images, 150 in the test split)."""
-    cfg = tiny_config(("data.per_class=60",))
-    return make_checkpoint(tmp_path_factory.mktemp("aa") / "m.pt", cfg, seed=0, train_steps=40)
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import assert_one_line_error, run_cli
 
 
 def wrong_count(result: dict, kind: str) -> int:
@@ -92,7 +83,7 @@ def test_autoattack_is_pyautoattack_standard_and_at_least_as_strong_as_pgd20(sma
     assert f"pyautoattack {pyautoattack.__version__}, version=\"standard\"" in md and "fp32" in md
 
 
-def test_breakdown_matches_the_packages_own_report_with_every_attack_running(small_model) -> None:
+def test_breakdown_matches_the_packages_own_report_with_every_attack_running(small_model, one_thread) -> None:
     """A reduced budget (the tests-only path) so all four attacks run on survivors in seconds."""
     model, cfg, _ = model_from_checkpoint(small_model)
     test = build_datasets(cfg.data, seed=cfg.train.seed).test
@@ -107,8 +98,6 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
     handler = Collect()
     logging.getLogger("auto-attack").addHandler(handler)
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 8x8 images: one thread is faster (battui's own rule, engine.setup.tune_cpu_threads)
     try:
         with EvalProgress(console, "m.pt") as shown:
             result = evaluate(model, Batches(test, 16), num_classes=10, limit=32,
@@ -118,7 +107,6 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
             bars = {t.description.strip(): (t.completed, t.total) for t in shown.bars.tasks}
     finally:
         logging.getLogger("auto-attack").removeHandler(handler)
-        torch.set_num_threads(threads)
     chain = assert_breakdown_consistent(result)
     aa = result["autoattack"]
     assert aa["version"] == "reduced budget (tests only)" and aa["skipped"] == []

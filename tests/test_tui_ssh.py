@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_sessions import kill, of_type, running, training
-from test_tui_tmux import wait_for
 
 from battui.engine.runlock import live_pid
+from tests.support.processes import kill, of_type, running, training, wait_for
 
 SSHD, SSH, KEYGEN = (shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None),
                      shutil.which("ssh"), shutil.which("ssh-keygen"))

@@ -13,18 +13,11 @@ from torch import nn
 from battui.methods import METHODS, Method, MethodOutput, build_method, method_params
 from battui.methods.bat import TABLE2
 from battui.methods.gairat import gair_weights
-from tests._tiny import K, reference_pgd, start_noise, tiny_batch, tiny_mlp
+from tests.support.tiny_problem import K, reference_pgd, start_noise
 
 EPS, STEP, STEPS = 0.12, 0.02, 8
 PAPER_METHODS = ("pgd-at", "trades", "frl", "fat", "gairat", "bat")
 ATTACK = dict(eps=EPS, step_size=STEP, steps=STEPS)
-
-
-@pytest.fixture
-def problem():
-    model = tiny_mlp()
-    x, y = tiny_batch(model)
-    return model, x, y
 
 
 def _log_p(logits):

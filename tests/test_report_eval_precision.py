@@ -12,7 +12,7 @@ from battui.config import EvalConfig, load_config
 from battui.engine.evaluate import evaluate
 from battui.engine.events import read_events
 from battui.engine.trainer import Trainer
-from tests.test_report import run_cli
+from tests.support.cli import run_cli
 
 PER_CLASS = ("n", "counts", "standard", "boundary", "robust", "adv_confusion", "step_hist")
 
@@ -64,7 +64,7 @@ def test_fp32_by_default_even_inside_training_autocast_and_bf16_when_asked() -> 
 
 
 def test_reports_state_the_precision_and_eval_amp_opts_into_bf16(tmp_path, capsys) -> None:
-    from tests.test_report_support import make_checkpoint, tiny_config
+    from tests.support.checkpoints import make_checkpoint, tiny_config
 
     ckpt = make_checkpoint(tmp_path / "m.pt", tiny_config(), train_steps=5)
     code, out, err = run_cli(capsys, "eval", str(ckpt), "--steps", "1", "--limit", "20")

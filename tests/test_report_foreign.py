@@ -20,9 +20,9 @@ from torch import nn
 from battui.models import build_model
 from battui.models.keymap import fit_state, unwrap_state
 from battui.report.foreign import Foreign, open_for_eval
-from tests.fixtures_data import write_cifar10
-from tests.test_report import assert_one_line_error, run_cli
-from tests.test_report_support import make_checkpoint, tiny_config
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.dataset_files import write_cifar10
 
 
 class PlainBlock(nn.Module):  # the standard CIFAR ResNet basic block (kuangliu / TRADES / AutoAttack example)

@@ -1,4 +1,4 @@
-"""Shared helpers for the report tests: battui checkpoints built directly (no Trainer), quickly.
+"""battui checkpoints built directly (no Trainer), quickly, for the report and CLI tests.
 
 A checkpoint is `save_checkpoint` around a small `build_model("cnn", ...)` with
 the synthetic-tiny config, optionally trained for a few clean steps so that its

@@ -1,7 +1,7 @@
 """bf16 autocast and the TRADES-family start x + 0.001 * N(0, I): the start is below
 bf16's resolution, so `pgd` computes p(x) and the first step in fp32 under autocast.
 
-    .venv/bin/pytest tests/test_syncs_bf16.py -q
+    .venv/bin/pytest tests/test_attacks_pgd_bf16.py -q
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from battui.attacks import pgd
-from tests._tiny import tiny_batch, tiny_mlp
+from tests.support.tiny_problem import tiny_batch, tiny_mlp
 
 
 def _one_step(model, x, y, **kw):

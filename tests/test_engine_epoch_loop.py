@@ -2,7 +2,7 @@
 PGD-AT with 2 steps), no `Trainer`, no run directory. Steps, events, counters, the
 save / stop flags and failures, through the `emit` and `save` callbacks.
 
-    .venv/bin/pytest tests/test_epoch_loop.py -q
+    .venv/bin/pytest tests/test_engine_epoch_loop.py -q
 """
 
 from __future__ import annotations

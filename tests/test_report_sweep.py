@@ -3,7 +3,7 @@
 without training, and submitit's local executor runs the table while one of its jobs is preempted: the
 requeued job resumes and ends with the weights of the uninterrupted run.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_sweep.py -x -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_report_sweep.py -x -q
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,10 @@ from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
 from battui.report.runs import TablePlan, parse_methods
 from battui.report.sweep import _materialize, plan_table
-from tests.test_report import run_cli
+from tests.support import ROOT
+from tests.support.cli import run_cli
+from tests.support.processes import wait_for
 
-pytest.importorskip("submitit")
-ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2  # 14 batches a run: time to preempt one mid-run
 
 
@@ -116,23 +115,13 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _wait_for(predicate, timeout: float = 300.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
 def _preempt(run_dir: Path, box: dict) -> None:
     """Once the run trains (batch 2 of 14), send USR2 as Slurm does before a time limit: to every
     process of the job, submitit's (checkpoint + requeue) and the worker's (saves last.pt)."""
     try:
         events = run_dir / "events.jsonl"
-        _wait_for(lambda: events.exists() and any(e["type"] == "batch" and e["batch"] == 2
-                                                  for e in read_events(events)))
+        assert wait_for(lambda: events.exists() and any(e["type"] == "batch" and e["batch"] == 2
+                                                        for e in read_events(events)), timeout=300.0)
         worker = json.loads((run_dir / "worker.json").read_text())["pid"]
         for pid in (_parent(worker), worker):
             os.kill(pid, signal.SIGUSR2)

@@ -1,6 +1,6 @@
 """Realistic, fully deterministic event streams for dashboard and report tests.
 
-    from tui_events import generate_events, write_events     # tests/ is on sys.path under pytest
+    from tests.support.events import generate_events, write_events
     events = generate_events(epochs=3)                       # digits-like, 10 classes, finished
     events = generate_events(classes=cifar100_classes(), finished=None)   # 100 classes, still running
     write_events(tmp_path / "events.jsonl", events)

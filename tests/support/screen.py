@@ -1,6 +1,6 @@
 """Helpers for the dashboard tests: run an async test, fold events into a state, read the screen as text.
 
-    from tui_screen import folded, screen_text, sync    # tests/ is on sys.path under pytest
+    from tests.support.screen import folded, screen_text, sync
 """
 
 from __future__ import annotations

@@ -10,16 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from battui.attacks import PGDResult, kl_logits, kl_uniform, per_class_mean, pgd
-from tests._tiny import CountingModel, reference_pgd, start_noise, tiny_batch, tiny_mlp
+from tests.support.tiny_problem import CountingModel, reference_pgd, start_noise
 
 EPS, STEP, STEPS = 0.12, 0.02, 8
-
-
-@pytest.fixture
-def problem():
-    model = tiny_mlp()
-    x, y = tiny_batch(model)
-    return model, x, y
 
 
 def _in_ball(x_adv, x, eps):

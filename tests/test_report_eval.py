@@ -1,5 +1,5 @@
 """`battui eval` against an independent library: PGD-20 agrees with torchattacks.PGD (AutoAttack: see
-test_autoattack.py)."""
+test_attacks_autoattack.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torchattacks
 
 from battui.data import build_datasets
 from battui.engine.checkpoint import model_from_checkpoint
-from tests.test_report import run_cli
-from tests.test_report_support import make_checkpoint, tiny_config
+from tests.support.checkpoints import make_checkpoint, tiny_config
+from tests.support.cli import run_cli
 
 EPS = 0.07  # robust error about 60% for this model: far from 0 and 100
 

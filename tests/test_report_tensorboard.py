@@ -11,8 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
 from battui.report.tensorboard import class_tag
-from tests.test_report import assert_one_line_error, run_cli
-from tests.tui_events import CIFAR10, generate_events, write_events
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.events import CIFAR10, generate_events, write_events
 
 
 def read_tb(folder: Path) -> EventAccumulator:

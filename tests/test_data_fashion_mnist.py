@@ -15,7 +15,7 @@ from battui.config import DataConfig
 from battui.data import build_datasets
 from battui.data import fashion_mnist as fm
 from battui.errors import UserError
-from tests.fixtures_data import FASHION_FILES, label_value, write_fashion_mnist
+from tests.support.dataset_files import FASHION_FILES, label_value, write_fashion_mnist
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -147,19 +147,14 @@ def test_corrupt_file_is_a_user_error(tmp_path, no_system_copy) -> None:
         build_datasets(cfg(tmp_path))
 
 
-def test_train_runs_end_to_end_on_fixture_files(tmp_path, no_system_copy, capsys, monkeypatch) -> None:
+def test_train_runs_end_to_end_on_fixture_files(tmp_path, no_system_copy, capsys, one_thread) -> None:
     write_fashion_mnist(tmp_path / "data", n_per_class=8, n_test_per_class=2)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the engine keeps its thread count; 2 threads of tiny
-    threads = torch.get_num_threads()           # convolutions crawl on a busy 2-core machine
-    torch.set_num_threads(1)
     try:
         main(["train", "--headless", "--preset", "fmnist-cnn-small", "--epochs", "1",
               "--set", f"data.root={tmp_path / 'data'}", "--set", "data.val_per_class=2",
               "--set", f"run.root={tmp_path / 'runs'}"])
     except SystemExit as exc:
         assert exc.code in (0, None)
-    finally:
-        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "pgd-at on fashion-mnist" in out and "train 60 / eval 20 images" in out, out
     assert "eval test epoch 1 (20 images" in out and "run completed" in out, out
