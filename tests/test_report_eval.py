@@ -4,7 +4,6 @@ test_attacks_autoattack.py)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +11,9 @@ import torchattacks
 
 from battui.data import build_datasets
 from battui.engine.checkpoint import model_from_checkpoint
-from tests.support.checkpoints import make_checkpoint, tiny_config
 from tests.support.cli import run_cli
 
 EPS = 0.07  # robust error about 60% for this model: far from 0 and 100
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    """A cnn trained 40 clean steps on synthetic data (600 images, 150 in the test split)."""
-    cfg = tiny_config(("data.per_class=60",))
-    return make_checkpoint(tmp_path_factory.mktemp("eval") / "m.pt", cfg, seed=0, train_steps=40)
 
 
 def overall(record: dict, kind: str = "robust") -> float:
