@@ -62,7 +62,7 @@ def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> 
 
 def attack_record(spec: EvalConfig) -> dict:
     """The `attack` record of eval events and eval JSON, hashed into the report's cache key:
-    its keys and their order are fixed (tests/test_eval_attack.py), or existing caches stop matching."""
+    its keys and their order are fixed (tests/test_engine_eval_attack.py), or existing caches stop matching."""
     out = {"name": spec.attack, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
            "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
     if spec.attack == "autoattack":
