@@ -95,18 +95,23 @@ class SpeedSettings:
 
 
 SMALL_INPUT = 256  # values per image (digits: 64, synthetic-tiny: 192); CIFAR has 3072
+SMALL_INPUT_THREADS = 2
 
 
 def tune_cpu_threads(device: torch.device, values_per_image: int) -> int:
-    """One intra-op thread on CPU for tiny images, unless OMP_NUM_THREADS says otherwise; returns the old count.
+    """At most two intra-op threads on CPU for tiny images, unless OMP_NUM_THREADS says otherwise;
+    returns the old count.
 
-    Convolutions on 8x8 images are too small to split across threads: on the 2-core
-    development VM, 3 digits-cnn epochs took 36 s with 2 threads and 15 s with one
-    (docs/PERFORMANCE.md).
+    Convolutions on 8x8 images are too small to split many ways. On the quiet 2-core
+    development VM the digits-cnn default took 44 s with two threads and 58-64 s with one
+    (docs/PERFORMANCE.md); on a busy machine extra threads wait for each other instead
+    (3 epochs of the older digits CNN: 36 s with two threads, 15 s with one), so `battui table
+    --jobs N` sets OMP_NUM_THREADS = cores // N for its runs, and OMP_NUM_THREADS=1 is the
+    setting for a machine shared with other jobs.
     """
     previous = torch.get_num_threads()
     if device.type == "cpu" and values_per_image <= SMALL_INPUT and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
+        torch.set_num_threads(min(previous, SMALL_INPUT_THREADS))
     return previous
 
 
