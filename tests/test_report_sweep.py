@@ -58,6 +58,7 @@ def jobs2(tmp_path_factory) -> tuple[dict, str]:
     out, err = tmp / "table.json", io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
         mp.setenv("PYTHONPATH", str(ROOT))
+        mp.setenv("OMP_NUM_THREADS", "1")
         try:
             main(table_args(tmp / "runs", out, "--jobs", "2"))
         except SystemExit as exc:
@@ -66,7 +67,10 @@ def jobs2(tmp_path_factory) -> tuple[dict, str]:
 
 
 @pytest.fixture(autouse=True)
-def _workers_import_this_battui(monkeypatch) -> None:
+def _workers_import_this_battui(monkeypatch, one_thread) -> None:
+    """Workers import this checkout; every run, in-process or not, computes with one thread: CPU
+    runs give bit-identical weights for the same thread count only (`--jobs N` alone would give
+    each run cores // N, `--jobs 1` the engine's choice)."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
 
 

@@ -78,6 +78,19 @@ def live_pid(run_dir: str | Path) -> int | None:
     return None
 
 
+def other_holder(run_dir: str | Path) -> int | None:
+    """`live_pid`, unless the lock was handed over to this very process (`ENV_FD`): the trainer
+    that owns the run and is not this one."""
+    return None if os.environ.get(ENV_FD) else live_pid(run_dir)
+
+
+def taken(run_dir: str | Path, pid: int | None) -> UserError:
+    """The one-line error for a run another trainer holds (`pid` None or -1: unknown)."""
+    who = f"pid {pid}" if pid and pid > 0 else "another process"
+    return UserError(f"{run_dir} is being trained by {who} (it holds {RunDir(run_dir).lock}); watch it with "
+                     f"`battui watch {run_dir}` or stop it with `battui watch {run_dir} --send stop`")
+
+
 class RunLock:
     """An exclusive flock on RUN/train.lock, held for as long as a trainer owns the run."""
 
@@ -102,11 +115,7 @@ class RunLock:
                     time.sleep(0.05)
                     continue
                 os.close(fd)
-                pid = _read_pid(path)
-                who = f"pid {pid}" if pid else "another process"
-                raise UserError(f"{run_dir} is being trained by {who} (it holds {path}); watch it with "
-                                f"`battui watch {run_dir}` or stop it with `battui watch {run_dir} --send stop`"
-                                ) from None
+                raise taken(run_dir, _read_pid(path)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)

@@ -29,6 +29,7 @@ import torch
 from battui.config import Config, read_config, save_config
 from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
 from battui.engine.rundir import RunDir
+from battui.engine.runlock import other_holder, taken
 from battui.errors import UserError
 
 
@@ -203,6 +204,9 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
         raise UserError(f"{run_dir} is not a run directory; pass runs/<name>/ from `battui train`")
     if not RunDir(run_dir).config.exists():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass runs/<name>/ from `battui train`")
+    pid = other_holder(run_dir)
+    if pid:  # before anything else: a run being trained has nothing to resume yet, whatever its files say
+        raise taken(run_dir, pid)
     cfg = read_config(RunDir(run_dir).config)
     for text in overrides:
         _set_key(cfg, *parse_override(text))
