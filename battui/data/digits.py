@@ -30,8 +30,13 @@ def digits_file() -> Path:
 
 def load_digits_pool() -> Pool:
     """The file `sklearn.datasets.load_digits` reads: one row per image, 64 pixels then the label."""
-    with gzip.open(digits_file(), "rt") as f:
-        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    path = digits_file()
+    try:
+        with gzip.open(path, "rt") as f:
+            rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    except OSError as exc:
+        raise UserError(f"cannot read the digits data scikit-learn ships ({path}: {exc.strerror or exc}); "
+                        "reinstall scikit-learn") from None
     images = torch.from_numpy(rows[:, :64]).float().div_(16.0).view(-1, 1, 8, 8).contiguous()
     labels = torch.from_numpy(rows[:, 64]).long()
     return Pool(images, labels, [str(c) for c in range(10)])

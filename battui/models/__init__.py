@@ -67,10 +67,9 @@ def model_options(model_cfg, state: Mapping[str, torch.Tensor] | None = None) ->
     With `state` (weights to load), what the config leaves at 0 is read from the weights' own
     layout, so a checkpoint saved before a default changed still rebuilds as it was trained.
     """
-    options = {key: getattr(model_cfg, key, 0) for key in ("depth", "width")}
+    options = {key: getattr(model_cfg, key, 0) for key in ("depth", "width") if getattr(model_cfg, key, 0)}
     if getattr(model_cfg, "name", "") == "cnn" and state is not None:
-        options = {**cnn_options_from_state(state), **{k: v for k, v in options.items() if v}}
-    options = {k: v for k, v in options.items() if v}
+        options = {**cnn_options_from_state(state), **options}  # what the config sets wins
     if getattr(model_cfg, "normalize", ""):
         options["mean"], options["std"] = parse_normalize(model_cfg.normalize, "model.normalize")
     return options
