@@ -18,6 +18,7 @@ from battui.engine import checkpoint as ckpt_mod
 from battui.engine.checkpoint import load_checkpoint, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.events import read_events
+from battui.engine.faults import WriteFault
 from battui.engine.headless import HeadlessLog
 from battui.engine.setup import EpochSchedule
 from battui.engine.trainer import Trainer
@@ -177,7 +178,7 @@ def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", torn_save)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFault, match="disk full"):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": config, "epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1

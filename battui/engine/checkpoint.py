@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from battui.engine.checkfile import FORMAT, check_battui_payload, read_checkpoint_file
+from battui.engine.faults import WriteFault
 from battui.engine.rundir import RunDir
 from battui.errors import UserError
 
@@ -29,19 +30,29 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    The folder is created if missing, its parent is not (a run folder removed mid-run stays
+    removed). A failed write (disk full, permission, the folder gone) removes the temporary
+    file, leaves `path` as it was and raises `faults.WriteFault` naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        fault = WriteFault.from_exception(path, exc) if isinstance(exc, (OSError, RuntimeError)) else None
+        if fault is not None:
+            raise fault from None
         raise
     return path
 

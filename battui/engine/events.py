@@ -28,6 +28,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from battui.engine.faults import WriteFault
+
 
 class RunStatus(str, Enum):
     """A run's status: how it ended (`run_finished.status`) or, in the views, where it stands.
@@ -198,15 +200,22 @@ class EventWriter:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, event: Event | dict) -> dict:
+        """Append one line; `faults.WriteFault` when the disk refuses it (full, removed, read-only)."""
         record = event.to_dict() if isinstance(event, Event) else event
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise WriteFault(self.path, exc) from None
         return record
 
     def close(self) -> None:
         if not self._file.closed:
-            os.fsync(self._file.fileno())
-            self._file.close()
+            for finish in (lambda: os.fsync(self._file.fileno()), self._file.close):
+                try:
+                    finish()
+                except OSError:  # reported where it happened; a torn last line is repaired on resume
+                    pass
 
     def __enter__(self) -> EventWriter:
         return self

@@ -79,9 +79,12 @@ def live_pid(run_dir: str | Path) -> int | None:
 
 
 def other_holder(run_dir: str | Path) -> int | None:
-    """`live_pid`, unless the lock was handed over to this very process (`ENV_FD`): the trainer
-    that owns the run and is not this one."""
-    return None if os.environ.get(ENV_FD) else live_pid(run_dir)
+    """`live_pid`, unless the lock is this very process's (taken here, or handed over through
+    `ENV_FD`): the trainer that owns the run and is not this one."""
+    if os.environ.get(ENV_FD):
+        return None
+    pid = live_pid(run_dir)
+    return None if pid == os.getpid() else pid
 
 
 def taken(run_dir: str | Path, pid: int | None) -> UserError:
@@ -98,19 +101,31 @@ class RunLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, run_dir: str | Path, wait: float = 1.0) -> RunLock:
-        """Lock the run (retrying for `wait` seconds past short probes); UserError when it is taken."""
+    def acquire(cls, run_dir: str | Path, wait: float | None = 1.0, on_wait=None) -> RunLock:
+        """Lock the run (retrying for `wait` seconds past short probes); UserError when it is taken.
+
+        `wait=None` waits for as long as the holder trains; `on_wait(pid)` hears once that it waits.
+        """
         run_dir = Path(run_dir)
         path = RunDir(run_dir).lock
         fd = _inherited(path) if path.exists() else None
         if fd is None:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (wait if wait is not None else 0.0)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if wait is None:
+                    if on_wait is not None:
+                        on_wait(_read_pid(path))
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX)  # until the holder releases it, or dies
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    break
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue

@@ -185,15 +185,22 @@ def never_started(run_dir: Path) -> bool:
     return (not events.exists() or events.stat().st_size == 0) and not (ckpts.exists() and any(ckpts.iterdir()))
 
 
+# Settings a resume cannot honour: last.pt's optimizer state is of its optimizer, and its weights
+# are the run's own (init_from only seeds a fresh run). Every other train.* / eval.* change applies.
+FIXED_ON_RESUME = ("train.optimizer", "train.init_from")
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), *, allow_changes: bool = False,
                   note=None, restart: bool = False) -> Config:
     """The run's saved config.yaml with `section.key=value` overrides (e.g. more epochs, another device).
 
-    Refuses a run with no checkpoints/last.pt to continue from (unless it never started), and
-    changes to the data, model, method, training attack or seed against the config its last.pt
-    was trained with (also edits of config.yaml) unless `allow_changes`; `note(text)` hears
-    the changes that are kept. `restart=True` (a table's own run folder, resubmitted) trains
-    a run that failed before its first checkpoint again from epoch 1 in the same folder.
+    Refuses a run with no checkpoints/last.pt to continue from (unless it never started), a change
+    of `FIXED_ON_RESUME`, and changes to the data, model, method, training attack or seed against
+    the config its last.pt was trained with (also edits of config.yaml) unless `allow_changes`;
+    `note(text)` hears the changes that are kept, all of which the resumed run applies (the lr,
+    momentum and weight decay on the optimizer, the schedule re-derived at the resumed epoch).
+    `restart=True` (a table's own run folder, resubmitted) trains a run that failed before its
+    first checkpoint again from epoch 1 in the same folder.
     """
     from battui.config import _set_key, _validate_method_params, parse_override
     from battui.engine.checkpoint import load_checkpoint
@@ -221,6 +228,10 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
                         f"`battui train --preset {cfg.preset}`")
     trained = load_checkpoint(last, mmap=True)["config"]
     changes = config_changes(trained, cfg.to_dict())
+    fixed = [c for c in changes if c[0] in FIXED_ON_RESUME]
+    if fixed:
+        raise UserError(f"resuming {run_dir} cannot change {describe_changes(fixed)}: the optimizer state and "
+                        "the weights in last.pt belong to the old setting; start a new run for it")
     refused = protected(changes)
     if refused and not allow_changes:
         raise UserError(f"resuming {run_dir} would change {describe_changes(refused)}, which makes it another "

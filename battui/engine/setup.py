@@ -60,6 +60,24 @@ def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, EpochSchedule(train))
 
 
+def resume_schedule(train: TrainConfig, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After a checkpoint's optimizer and scheduler states are loaded: the config's settings win.
+
+    Every param group gets train.lr as its base and the lr the config's schedule (maybe extended or
+    changed) gives at the resumed epoch, and train.momentum / train.weight_decay; the loaded states
+    would keep the old ones. The optimizer's buffers (momentum, Adam moments) are kept.
+    """
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    settings = {"weight_decay": train.weight_decay}
+    if train.optimizer == "sgd":
+        settings["momentum"] = train.momentum
+    for group in optimizer.param_groups:
+        group.update(settings, initial_lr=train.lr, lr=train.lr * factor)
+    scheduler.base_lrs = [train.lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def _flag(value: str | bool, on_cuda: bool, key: str) -> bool:
     text = str(value).strip().lower()
     if text == "auto":

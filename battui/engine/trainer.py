@@ -43,6 +43,7 @@ from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
 from battui.engine.evaluate import check_spec, eval_attack, evaluate
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted, RunStatus
+from battui.engine.faults import WriteFault, low_space_warning
 from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
 from battui.engine.rundir import RunDir
@@ -53,6 +54,7 @@ from battui.engine.setup import (
     build_optimizer,
     build_scheduler,
     restore_determinism,
+    resume_schedule,
     tune_cpu_threads,
 )
 from battui.errors import UserError
@@ -75,7 +77,8 @@ class Trainer:
         self.started = time.time()
         self.writer: EventWriter | None = None
         self.lock: RunLock | None = None
-        self.keep_lock = False  # set when the run is handed over to another process (the lock goes with it)
+        self.saved: tuple[int, int] | None = None  # (epochs, batches) of the last.pt on disk
+        self.keep_lock = False  # set when another owner releases the lock (a handover, the table's worker)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -151,7 +154,15 @@ class Trainer:
         self.attack_steps = int(getattr(self.method, "steps", cfg.attack.steps))  # method.steps may override
         self.attack_counter = ClassCounter(k, self.attack_steps, device=self.device)
         self.start_epoch, self.start_batch, self.epoch_progress = 0, 0, None
-        ckpt = self._load_resume_state()
+        if self.resume_dir is not None and self.dist.is_main:
+            self.lock = self.lock or RunLock.acquire(self.resume_dir)  # before last.pt is read: never a stale state
+        try:
+            ckpt = self._load_resume_state()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            raise
         self.resumed_from = ckpt["path"] if ckpt else None
 
         if self.resume_dir is None:
@@ -188,10 +199,12 @@ class Trainer:
             sched = dict(ckpt["scheduler"])
             sched["lr_lambdas"] = [None] * len(self.optimizer.param_groups)  # schedule from the (maybe extended) config
             self.scheduler.load_state_dict(sched)
+            resume_schedule(self.cfg.train, self.optimizer, self.scheduler)
             self.method.load_state_dict(ckpt.get("method_state") or {})
         except (ValueError, KeyError, RuntimeError) as exc:
             raise UserError(f"{path} does not fit this run's config: {exc}") from None
         self.start_epoch, self.start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
+        self.saved = (self.start_epoch, self.start_batch)
         self.step = int(ckpt.get("step", 0))
         self.best_metric = ckpt.get("best_metric")
         self.epoch_progress = ckpt.get("epoch_progress")
@@ -230,20 +243,31 @@ class Trainer:
             "best_metric": self.best_metric, "epoch_progress": progress,
         }
 
+    def _checkpoint_bytes(self) -> int:
+        """About what one checkpoint takes: the model's state and the optimizer's per-parameter buffers."""
+        model = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        buffers = 2 if self.cfg.train.optimizer == "adam" else 1  # exp_avg + exp_avg_sq, or the momentum
+        return model + buffers * params
+
     def _weights_finite(self) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
 
     def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
         """Save last.pt (all ranks call this; rank 0 writes). False when the weights went non-finite."""
         if not self._weights_finite():
-            self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
-                      "last.pt keeps the last good weights; try a smaller train.lr", epoch_done)
+            self._non_finite(epoch_done)
             return False
         payload = self._payload(epoch_done, batch_done)
         if self.dist.is_main:
             path = save_checkpoint(RunDir(self.run_dir).last, payload)
+            self.saved = (epoch_done, batch_done)
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind))
         return True
+
+    def _non_finite(self, epoch_done: int) -> RunStatus:
+        return self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
+                         "last.pt keeps the last good weights; try a smaller train.lr", epoch_done)
 
     def fail(self, reason: str, epoch: int) -> RunStatus:
         self.emit(Message(text=reason, level="error"))
@@ -274,6 +298,8 @@ class Trainer:
             channel = ControlChannel(self.run_dir, self.control).open()
         try:
             status = self._run()
+        except WriteFault as fault:  # disk full, run folder unwritable or removed: one line, no traceback
+            status = self._write_failed(fault)
         except BaseException as exc:
             stopped = isinstance(exc, KeyboardInterrupt)
             reason = "interrupted (KeyboardInterrupt)" if stopped else repr(exc)[:300]
@@ -303,6 +329,10 @@ class Trainer:
         if self.resumed_from is not None:
             where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")
             self.emit(Message(text=f"resumed from {self.resumed_from} at {where} ({self.device_note})"))
+        if self.dist.is_main:
+            warning = low_space_warning(self.run_dir, self._checkpoint_bytes())
+            if warning:
+                self.emit(Message(text=warning, level="warning"))
         if self.start_epoch == 0 and not self.start_batch:
             self._method_validation(-1, self.method.start_training)  # a fresh run, once
         epoch = self.start_epoch
@@ -329,13 +359,17 @@ class Trainer:
                 record = self.evaluate(self.val_batches, self.val_name, epoch, method_info)
                 # worst-class robust error, ties (common early on, at 100%) broken by the average
                 metric = [record["worst"]["robust"], record["avg"]["robust"]]
-            if not self.save_last(epoch_done=epoch + 1):
-                return self._finish(RunStatus.FAILED, epoch)
+            # best.pt, then last.pt, both holding the best metric this epoch's evaluation updated: a crash
+            # between the two resumes from the previous last.pt and retrains this epoch to the same best.pt
             if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
+                if not self._weights_finite():
+                    return self._finish(self._non_finite(epoch + 1), epoch)
                 self.best_metric = metric
                 if self.dist.is_main:
                     path = save_checkpoint(RunDir(self.run_dir).best, self._payload(epoch + 1, 0))
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
+            if not self.save_last(epoch_done=epoch + 1):
+                return self._finish(RunStatus.FAILED, epoch)
             stop = distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]
             if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
                 return self._finish(RunStatus.INTERRUPTED, epoch + 1)
@@ -379,6 +413,17 @@ class Trainer:
         with self.speed.autocast():
             info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
+
+    def _write_failed(self, fault: WriteFault) -> RunStatus:
+        reason = fault.describe(self.run_dir, self.saved)
+        epoch = self.saved[0] if self.saved else self.start_epoch
+        self.failure = (reason, epoch)
+        try:
+            return self._finish(RunStatus.FAILED, epoch)
+        except WriteFault:  # events.jsonl cannot take the line either: the listeners still hear it
+            self.writer.close()
+            self.writer = None
+            return self._finish(RunStatus.FAILED, epoch)
 
     def _finish(self, status: RunStatus, epoch: int) -> RunStatus:
         if status == RunStatus.FAILED and self.failure:

@@ -9,7 +9,8 @@ run with the same config already exists anywhere under `run.root` (it is reused)
 job starts the table says what each run is:
 
     done      finished (`run_finished: completed`), collected as is
-    running   its job is alive (pid on this host, submitit/Slurm job id from RUN_DIR/job.json): waited for
+    running   its job is alive (pid on this host, submitit/Slurm job id from RUN_DIR/job.json), or another
+              process holds its lock (a second table on the same folder): waited for, its result reused
     failed    the directory exists but the run did not finish: submitted again, resuming its last.pt
     missing   not started: submitted
 
@@ -34,6 +35,7 @@ from typing import Any
 from battui.config import Config
 from battui.engine.events import RunStatus
 from battui.engine.rundir import RunDir
+from battui.engine.runlock import live_pid
 from battui.errors import UserError
 from battui.methods import method_class, paper_label
 from battui.report.launch_settings import LaunchSettings
@@ -141,7 +143,7 @@ def classify(run: PlannedRun) -> None:
     if run_status(run.run_dir) == RunStatus.COMPLETED and RunDir(run.run_dir).last.exists():
         run.state, run.detail = JobState.DONE, "finished"
         return
-    job = live_job(run.run_dir) if run.run_dir.is_dir() else None
+    job = holder(run.run_dir)
     if job:
         run.state, run.detail = JobState.RUNNING, job
     elif RunDir(run.run_dir).config.exists():
@@ -149,6 +151,18 @@ def classify(run: PlannedRun) -> None:
         run.state, run.detail = JobState.FAILED, f"{status or 'stopped'}: resubmitting (resumes its last.pt)"
     else:
         run.state, run.detail = JobState.MISSING, "submitting"
+
+
+def holder(run_dir: Path) -> str | None:
+    """Who trains the run now: its job (RUN_DIR/job.json: 'pid 4711', 'Slurm job 123 RUNNING'), or
+    the process holding its lock (another table's worker, a `battui train --resume`); None when nobody."""
+    if not run_dir.is_dir():
+        return None
+    job = live_job(run_dir)
+    if job:
+        return job
+    pid = live_pid(run_dir)
+    return None if pid is None else f"held by {f'pid {pid}' if pid > 0 else 'another process'}: waiting for it"
 
 
 def _materialize(run: PlannedRun) -> None:
@@ -191,7 +205,7 @@ class Sweep:
                 continue
             if run.job is not None and run.job.finished():
                 run.state, run.detail = _finished_state(run)
-            elif run.job is None and not live_job(run.run_dir):
+            elif run.job is None and not holder(run.run_dir):
                 run.state, run.detail = _finished_state(run)
             else:
                 continue
@@ -204,6 +218,12 @@ class Sweep:
                 self.todo.remove(run)
                 continue
             if run.after is not None and run.after.state != JobState.DONE:
+                continue
+            held = holder(run.run_dir)
+            if held:  # another process took it up since the table looked: wait for it, reuse its result
+                run.state, run.detail = JobState.RUNNING, held
+                self.todo.remove(run)
+                self.log(f"  {run.label}: {held} in {run.run_dir}")
                 continue
             if self.launcher.free_slots() <= 0:
                 return

@@ -4,7 +4,9 @@
         --attack '{"attack": null, "steps": 20, "seed": 0}'
 
 The run directory already holds the run's resolved `config.yaml` (written by the sweep);
-the worker trains it with `--resume` semantics, so the first start and every restart (a
+the worker takes the run's lock first (waiting while another process, e.g. a second table
+on the same folder, trains it; then it only evaluates that process's result) and trains it
+with `--resume` semantics, so the first start and every restart (a
 requeued Slurm job, a resubmitted failed run) are the same command: no `last.pt` yet means
 epoch 1, a `last.pt` means continue exactly where it stopped. SIGINT / SIGTERM / SIGHUP /
 SIGUSR1 / SIGUSR2 stop the trainer after its batch with `last.pt` saved (exit 128 + signal).
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from battui.engine.events import RunStatus
 from battui.engine.rundir import RunDir
+from battui.engine.runlock import RunLock
 
 
 def _job_id() -> str:
@@ -64,17 +67,30 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
 
     write_worker_record(run_dir)
     threads_from_slurm()
-    if run_status(run_dir) != RunStatus.COMPLETED:
-        control = RunControl()
-        cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
-        trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
-        trainer.prepare()
-        with handle_signals(control):
-            status = trainer.run()
-        if status != RunStatus.COMPLETED:
-            return exit_code(status, control)
-    dev, _ = resolve_device(device)
-    record = evaluate_checkpoint(final_weights(run_dir), device=dev, limit=limit, spec_overrides=attack)
+
+    def waiting(pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        print(f"{run_dir} is being trained by {who} (another table, or a `battui train --resume`): "
+              "waiting for it, then using its result", flush=True)
+
+    # The run's lock first, held through the evaluation: what is read below is never a state another
+    # process is still writing, and a run another process trained meanwhile is only evaluated (cached).
+    lock = RunLock.acquire(run_dir, wait=None, on_wait=waiting)
+    try:
+        if run_status(run_dir) != RunStatus.COMPLETED:
+            control = RunControl()
+            cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
+            trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
+            trainer.lock, trainer.keep_lock = lock, True
+            trainer.prepare()
+            with handle_signals(control):
+                status = trainer.run()
+            if status != RunStatus.COMPLETED:
+                return exit_code(status, control)
+        dev, _ = resolve_device(device)
+        record = evaluate_checkpoint(final_weights(run_dir), device=dev, limit=limit, spec_overrides=attack)
+    finally:
+        lock.release()
     res = record["result"]
     print(f"table evaluation{' (cached)' if record['cached'] else ''}: avg robust error {res['avg']['robust']:.2f}%, "
           f"worst {res['worst']['robust']:.2f}%", flush=True)
