@@ -73,26 +73,35 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, one_thread):
-    common = ["train.epochs=2", f"run.root={tmp_path}"]
-    reference = Trainer(load_config("synthetic-tiny", [*common, "run.name=ref"])).prepare()  # as the children: 1 thread
-    assert reference.run() == "completed"
+def test_sigkill_mid_epoch_then_a_longer_resume_matches_the_straight_longer_run(tmp_path, one_thread):
+    """N -> M exact: killed mid-epoch 2 of a 2-epoch run, resumed with --epochs 3, the weights, optimizer
+    state and final test evaluation are bit-identical to a straight 3-epoch run (a constant schedule)."""
+    common = [f"run.root={tmp_path}"]
+    reference = Trainer(load_config("synthetic-tiny", [*common, "train.epochs=3", "run.name=ref"])).prepare()
+    assert reference.run() == "completed"  # as the children: 1 thread
 
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *common, "run.name=cut"], capture_output=True,
-                            text=True, env=child_env(), cwd=ROOT, timeout=120)
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *common, "train.epochs=2", "run.name=cut"],
+                            capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     cut = tmp_path / "cut"
     assert load_checkpoint(cut / "checkpoints" / "last.pt")["epoch"] == 1  # from the end of epoch 1 (of 2)
     assert read_events(cut / "events.jsonl")[-1]["type"] == "batch"  # no run_finished: it was killed
 
-    res = battui("train", "--headless", "--resume", str(cut))
+    res = battui("train", "--headless", "--resume", str(cut), "--epochs", "3")
     assert res.returncode == 0, res.stderr
     assert "resumed from" in res.stdout and "at epoch 2" in res.stdout
-    want = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    got = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert want.keys() == got.keys()
-    for name in want:
-        assert torch.equal(want[name], got[name]), name
+    want = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
+    got = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert want["model"].keys() == got["model"].keys()
+    for name in want["model"]:
+        assert torch.equal(want["model"][name], got["model"][name]), name
+    for a, b in zip(want["optimizer"]["state"].values(), got["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert want["optimizer"]["param_groups"] == got["optimizer"]["param_groups"]
+    assert (want["epoch"], want["step"], want["best_metric"]) == (got["epoch"], got["step"], got["best_metric"])
+    test_eval = [[e for e in read_events(run / "events.jsonl") if e["type"] == "eval" and e["split"] == "test"][-1]
+                 for run in (tmp_path / "ref", cut)]
+    assert test_eval[0]["counts"] == test_eval[1]["counts"]
 
 
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
