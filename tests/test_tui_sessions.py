@@ -18,7 +18,16 @@ import pytest
 from battui.engine.channel import send_command
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.runlock import live_pid
-from tests.support.processes import kill, of_type, run_events, running, training, wait_for
+from tests.support.processes import (
+    batches_after,
+    kill,
+    log_has,
+    of_type,
+    run_events,
+    running,
+    training,
+    wait_for,
+)
 from tests.support.terminal import Tmux, needs_tmux
 
 pytestmark = needs_tmux
@@ -35,23 +44,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+EPOCHS = 8  # 56 batches: the terminal closes two batches in, well inside the run on any machine
+
+
 def test_killing_the_terminal_under_the_dashboard_leaves_the_run_to_complete(tmp_path):
     run = tmp_path / "runs" / "hup"
-    term = Tmux(f"battui-hup-{os.getpid()}", 100, 30, train_command(tmp_path, "hup", "--epochs", "5"))
+    term = Tmux(f"battui-hup-{os.getpid()}", 100, 30, train_command(tmp_path, "hup", "--epochs", str(EPOCHS)))
     pid = None
     try:
         assert wait_for(lambda: training(run) and "epoch" in term.screen(), timeout=120), term.screen()
         assert "class errors" in term.screen()  # the dashboard, not the plain log
         pid = live_pid(run)
         term.close()  # the terminal goes away under the dashboard (SIGHUP, dead pty)
-        time.sleep(1.0)
-        assert running(pid), "the trainer died with its terminal"
+        closed = time.time()
+        assert wait_for(lambda: log_has(run, f"terminal lost: training continues headless in pid {pid}"),
+                        timeout=120), "the trainer did not notice the hang-up"
         assert wait_for(lambda: of_type(run, "run_finished"), timeout=180)
         assert of_type(run, "run_finished")[-1]["status"] == "completed"
+        after = batches_after(run, closed)  # it lived on: batches after the terminal went, to the last epoch
+        assert after and after[-1]["epoch"] == EPOCHS - 1
         assert wait_for(lambda: not running(pid), timeout=30), "the trainer outlived its run"
         log = (run / "train.log").read_text()
-        assert f"terminal lost: training continues headless in pid {pid}" in log and "run completed" in log
-        assert "epoch 5/5 batch" in log and live_pid(run) is None and (run / "train.lock").read_text() == ""
+        assert "run completed" in log and f"epoch {EPOCHS}/{EPOCHS} batch" in log
+        assert live_pid(run) is None and (run / "train.lock").read_text() == ""
     finally:
         term.close()
         kill(pid)
@@ -70,7 +85,8 @@ def test_after_a_hangup_a_paused_run_idles_and_sigterm_ends_it(tmp_path, term_na
             assert "class errors" not in screen and "epoch 1/300 batch 1/7 loss" in screen, screen
         pid = live_pid(run)
         term.close()
-        time.sleep(1.0)
+        # its output goes to RUN/train.log once it noticed the hang-up (dashboard and plain log alike)
+        assert wait_for(lambda: (run / "train.log").exists(), timeout=120), "the trainer did not notice the hang-up"
         send_command(run, "pause")
         assert wait_for(lambda: of_type(run, "paused"), timeout=30)
         time.sleep(0.5)

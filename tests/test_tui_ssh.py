@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from battui.engine.runlock import live_pid
-from tests.support.processes import kill, of_type, running, training, wait_for
+from tests.support.processes import batches_after, kill, log_has, of_type, running, training, wait_for
 
 SSHD, SSH, KEYGEN = (shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None),
                      shutil.which("ssh"), shutil.which("ssh-keygen"))
@@ -67,7 +67,7 @@ def sshd(tmp_path):
             proc.kill()
 
 
-EPOCHS = 12  # 84 batches: the hang-up, two batches in, lands well inside the run on any machine
+EPOCHS = 8  # 56 batches: the hang-up, two batches in, lands well inside the run on any machine
 
 
 def test_dropped_ssh_connection_leaves_the_dashboard_run_to_complete(tmp_path, sshd):
@@ -84,13 +84,12 @@ def test_dropped_ssh_connection_leaves_the_dashboard_run_to_complete(tmp_path, s
         client.send_signal(signal.SIGKILL)  # the connection drops: sshd closes the remote terminal
         hung_up = time.time()
         client.wait(timeout=10)
-        log = run / "train.log"
-        assert wait_for(lambda: log.exists() and "terminal lost: training continues headless" in log.read_text(),
-                        timeout=120), "the trainer did not notice the hang-up"
+        assert wait_for(lambda: log_has(run, "terminal lost: training continues headless"), timeout=120), \
+            "the trainer did not notice the hang-up"
         assert wait_for(lambda: of_type(run, "run_finished"), timeout=300)
         assert of_type(run, "run_finished")[-1]["status"] == "completed"
         # it lived on after the hang-up: it trained batches after it, up to the last epoch
-        after = [e for e in of_type(run, "batch") if e["time"] > hung_up]
+        after = batches_after(run, hung_up)
         assert after and after[-1]["epoch"] == EPOCHS - 1
         assert wait_for(lambda: not running(pid), timeout=30), "the trainer outlived its run"
     finally:

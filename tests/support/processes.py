@@ -50,3 +50,16 @@ def of_type(run: Path, kind: str) -> list[dict]:
 def training(run: Path) -> bool:
     """The run has trained two batches and its trainer holds the lock."""
     return len(of_type(run, "batch")) >= 2 and live_pid(run) is not None
+
+
+def log_has(run: Path, text: str) -> bool:
+    """RUN/train.log (a run's log after its terminal was lost) holds `text`."""
+    try:
+        return text in (run / "train.log").read_text()
+    except OSError:
+        return False
+
+
+def batches_after(run: Path, moment: float) -> list[dict]:
+    """The batch events the run wrote after `moment` (time.time()): proof its trainer lived on past it."""
+    return [e for e in of_type(run, "batch") if e["time"] > moment]
