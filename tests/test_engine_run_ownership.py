@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -175,13 +174,13 @@ def test_sighup_under_nohup_stays_ignored(tmp_path):
     try:
         control, called = RunControl(), []
         with handle_signals(control, on_hangup=lambda: called.append(1)):
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # still ignored: nothing can hear it
             os.kill(os.getpid(), signal.SIGHUP)
-            time.sleep(0.05)
         assert not called and not control.stop.is_set()
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         with handle_signals(control, on_hangup=lambda: called.append(1)):
             os.kill(os.getpid(), signal.SIGHUP)
-            time.sleep(0.05)
+            assert wait_for(lambda: called == [1], timeout=10)  # the handler runs in this thread, soon
         assert called == [1] and not control.stop.is_set()  # continue: the run goes on
     finally:
         signal.signal(signal.SIGHUP, previous)

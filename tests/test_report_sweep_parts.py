@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from battui.report.progress import EventTail, TableProgress
 from battui.report.runs import TablePlan, ablation_rows, parse_methods
 from battui.report.sweep import Sweep, _materialize, classify, plan_table, run_name, sweep_rows
 from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.processes import wait_for
 
 
 def _plan(root: Path, methods: str = "pgd-at,trades", seeds: int = 1) -> TablePlan:
@@ -69,6 +69,12 @@ def test_sweep_rows_repeat_every_row_per_setting(tmp_path, capsys) -> None:
     assert not (tmp_path / "none").exists()
 
 
+def shows_command_line(pid: int, run_dir: Path) -> None:
+    """Wait until the new process `pid` shows its command line (naming `run_dir`), as `live_job` reads it."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    assert wait_for(lambda: not cmdline.exists() or str(run_dir.resolve()).encode() in cmdline.read_bytes())
+
+
 def test_run_states_done_running_failed_missing(tmp_path) -> None:
     run = plan_table(_plan(tmp_path, "pgd-at"))[0][0]
     classify(run)
@@ -76,11 +82,7 @@ def test_run_states_done_running_failed_missing(tmp_path) -> None:
     _materialize(run)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(run.run_dir.resolve())])
     try:
-        cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
-        for _ in range(100):  # until the new process shows its command line
-            if not cmdline.exists() or str(run.run_dir.resolve()).encode() in cmdline.read_bytes():
-                break
-            time.sleep(0.1)
+        shows_command_line(sleeper.pid, run.run_dir)
         (run.run_dir / "job.json").write_text(json.dumps({"launcher": "local", "pid": sleeper.pid,
                                                           "host": socket.gethostname()}))
         classify(run)
@@ -102,16 +104,19 @@ def test_run_states_done_running_failed_missing(tmp_path) -> None:
 def test_sweep_waits_for_a_run_another_table_started(tmp_path) -> None:
     run = plan_table(_plan(tmp_path, "pgd-at"))[0][0]
     _materialize(run)
-    finish = (f"import time, pathlib; time.sleep(1.5); d = pathlib.Path({str(run.run_dir.resolve())!r}); "
+    go = run.run_dir / "go"  # the other table's run finishes once the test has seen it running
+    finish = (f"import time, pathlib; d = pathlib.Path({str(run.run_dir.resolve())!r})\n"
+              "while not (d / 'go').exists(): time.sleep(0.05)\n"
               "(d / 'checkpoints').mkdir(); (d / 'checkpoints' / 'last.pt').write_bytes(b''); "
               "(d / 'events.jsonl').write_text('{\"type\": \"run_finished\", \"status\": \"completed\"}\\n')")
     other = subprocess.Popen([sys.executable, "-c", finish, str(run.run_dir.resolve())])
     try:
         (run.run_dir / "job.json").write_text(json.dumps({"launcher": "local", "pid": other.pid,
                                                           "host": socket.gethostname()}))
-        time.sleep(0.5)
+        shows_command_line(other.pid, run.run_dir)
         classify(run)
         assert run.state == "running"
+        go.touch()
         lines: list[str] = []
         Sweep([run], LocalLauncher(LaunchSettings()), lambda r: [], lines.append, poll_s=0.1).run()
     finally:
@@ -240,7 +245,7 @@ def test_table_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch) -
     monkeypatch.setattr(cli_sweep, "err_console", Console(file=screen, force_terminal=True, width=160))
     with cli_sweep.table_progress() as update:
         update(snap(1, 10.0, 130.0))
-        time.sleep(0.2)  # the bar refreshes
+        assert wait_for(lambda: "33%" in screen.getvalue())  # the bar refreshes
     text = screen.getvalue()
     assert "━" in text and "33%" in text and "runs 1/3 done, 2 running | epochs 10.0/30" in text
     assert "ETA 0:02:10" in text
