@@ -105,3 +105,16 @@ def test_low_space_warning_counts_the_checkpoints_a_run_keeps(tmp_path, one_thre
     free = free_bytes(tmp_path)
     assert low_space_warning(tmp_path, free // (CHECKPOINTS_KEPT - 1)) is not None
     assert low_space_warning(tmp_path, free // (4 * CHECKPOINTS_KEPT)) is None
+
+
+def test_a_full_disk_at_the_start_is_one_line_exit_2_and_leaves_no_partial_file(tmp_path):
+    script = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))\n"
+              "from battui.cli import main\nmain(sys.argv[1:])\n")  # no file of it may grow past 200 bytes
+    res = subprocess.run([sys.executable, "-c", script, "train", "--headless", "--preset", "synthetic-tiny",
+                          "--set", f"run.root={tmp_path}", "--set", "run.name=start"],
+                         capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=120)
+    run = tmp_path / "start"
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"cannot write {run}" in lines[0] and "File too large" in lines[0] and "no last.pt was saved yet" in lines[0]
+    assert sorted(p.name for p in run.iterdir()) == ["train.lock"]  # config.yaml was never renamed into place

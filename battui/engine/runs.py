@@ -163,16 +163,22 @@ def write_env(run_dir: Path, record: dict[str, Any], resumed: bool) -> None:
         data.setdefault("resumes", []).append(record)
     else:
         data = record
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def write_run_config(run_dir: Path, cfg: Config) -> None:
-    final = RunDir(run_dir).config
+    _write_atomically(RunDir(run_dir).config, lambda tmp: save_config(cfg, tmp))
+
+
+def _write_atomically(final: Path, write) -> None:
+    """`write(tmp)` beside `final`, then rename it over `final`; a failed write leaves no temp file."""
     tmp = final.with_name(f".{final.name}.tmp")
-    save_config(cfg, tmp)
-    os.replace(tmp, final)
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def never_started(run_dir: Path) -> bool:

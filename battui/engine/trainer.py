@@ -171,10 +171,15 @@ class Trainer:
         if self.dist.is_main:
             runs.make_run_dir(self.run_dir)
             self.lock = self.lock or RunLock.acquire(self.run_dir)
-            runs.write_run_config(self.run_dir, cfg)
-            runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
-                           or self.resume_dir is not None)
-            runs.repair_events_tail(self.events_path)
+            try:
+                runs.write_run_config(self.run_dir, cfg)
+                runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
+                               or self.resume_dir is not None)
+                runs.repair_events_tail(self.events_path)
+            except OSError as exc:  # a full or read-only disk at the start: the same one line, before training
+                self.lock.release()
+                raise UserError(WriteFault(exc.filename or self.run_dir, exc).describe(self.run_dir, self.saved)) \
+                    from None
             if cfg.run.tensorboard:
                 from battui.report.tensorboard import TensorBoardListener
 
