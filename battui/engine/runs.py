@@ -171,8 +171,9 @@ def write_run_config(run_dir: Path, cfg: Config) -> None:
 
 
 def _write_atomically(final: Path, write) -> None:
-    """`write(tmp)` beside `final`, then rename it over `final`; a failed write leaves no temp file."""
-    tmp = final.with_name(f".{final.name}.tmp")
+    """`write(tmp)` beside `final`, then rename it over `final`; a failed write leaves no temp file.
+    The temp name is this process's own (two tables on one folder may write one run's config at once)."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, final)
