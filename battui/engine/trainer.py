@@ -127,7 +127,8 @@ class Trainer:
             pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
             val = val.subset(torch.sort(pick)[0])
         self.val_batches = Batches(val, cfg.eval.batch_size, **common)
-        self.test_batches = Batches(splits.test, cfg.eval.batch_size, **common)
+        # the final test eval: rank 0 alone, on `battui eval`'s batches, so it gives `battui eval last.pt`'s numbers
+        self.test_batches = Batches(splits.test, cfg.eval.batch_size, device=self.device) if self.dist.is_main else []
         self.train_size, self.val_size = len(splits.train), len(val)
 
         torch.manual_seed(seed)
@@ -230,6 +231,9 @@ class Trainer:
             "best_metric": self.best_metric, "epoch_progress": progress,
         }
 
+    def sync_network(self) -> None:  # rank 0's buffers on every rank: all validate, evaluate, save one network
+        distributed.broadcast_buffers(self.model, self.dist)
+
     def _weights_finite(self) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
 
@@ -239,6 +243,7 @@ class Trainer:
             self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
                       "last.pt keeps the last good weights; try a smaller train.lr", epoch_done)
             return False
+        self.sync_network()
         payload = self._payload(epoch_done, batch_done)
         if self.dist.is_main:
             path = save_checkpoint(RunDir(self.run_dir).last, payload)
@@ -320,8 +325,9 @@ class Trainer:
             outcome = self.train_epoch(epoch, start_batch)
             if outcome is not None:
                 return self._finish(outcome, epoch)
-            n = len(self.train_batches)
-            self.emit(attack_event(self.attack_counter, epoch, n, n, partial=False))
+            self.sync_network()  # one network for the validation, evaluation, averaging and checkpoints below
+            self.emit(attack_event(self.attack_counter, epoch, len(self.train_batches), len(self.train_batches),
+                                   partial=False))
             method_info = self._method_validation(epoch) if self.method.needs_validation else {}
             self.scheduler.step()
             metric = None
@@ -333,8 +339,9 @@ class Trainer:
                 return self._finish(RunStatus.FAILED, epoch)
             if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
                 self.best_metric = metric
+                payload = self._payload(epoch + 1, 0)  # on every rank: the method's state is summed over them
                 if self.dist.is_main:
-                    path = save_checkpoint(RunDir(self.run_dir).best, self._payload(epoch + 1, 0))
+                    path = save_checkpoint(RunDir(self.run_dir).best, payload)
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
             stop = distributed.agree_flags([self.control.stop.is_set()], self.dist, self.device)[0]
             if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
@@ -369,8 +376,9 @@ class Trainer:
         if averaged is None:
             return
         load_model_state(self.model, averaged, f"{self.cfg.method.name}'s averaged weights")
+        payload = self._payload(epochs, 0)
         if self.dist.is_main:
-            path = save_checkpoint(RunDir(self.run_dir).averaged, self._payload(epochs, 0))
+            path = save_checkpoint(RunDir(self.run_dir).averaged, payload)
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
     def _method_validation(self, epoch: int, hook=None) -> dict:
