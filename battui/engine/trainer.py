@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from battui.config import Config, EvalConfig
-from battui.engine import distributed, runs
+from battui.engine import distributed, numerics, runs
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
@@ -115,8 +115,7 @@ class Trainer:
         self._threads = tune_cpu_threads(self.device, splits.in_channels * splits.image_size ** 2)
         if len(splits.train) == 0:
             raise UserError("the training split is empty; check data.classes and data.val_per_class")
-        rank, world = self.dist.rank, self.dist.world_size
-        common = dict(device=self.device, seed=seed, rank=rank, world_size=world)
+        common = dict(device=self.device, seed=seed, rank=self.dist.rank, world_size=(world := self.dist.world_size))
         # train.batch_size is the global batch (the paper's 128 on 1 or 8 GPUs), split over the ranks
         self.train_batches = Batches(splits.train, per_rank_batch, shuffle=True, augment=cfg.data.augment,
                                      pad_shards=True, **common)
@@ -162,8 +161,9 @@ class Trainer:
             runs.make_run_dir(self.run_dir)
             self.lock = self.lock or RunLock.acquire(self.run_dir)
             runs.write_run_config(self.run_dir, cfg)
-            runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
-                           or self.resume_dir is not None)
+            env = {**runs.env_record(self.device, seed, world),
+                   "numerics": numerics.record(self.speed, cfg.train.deterministic, self.device)}
+            runs.write_env(self.run_dir, env, resumed=ckpt is not None or self.resume_dir is not None)
             runs.repair_events_tail(self.events_path)
             if cfg.run.tensorboard:
                 from battui.report.tensorboard import TensorBoardListener
