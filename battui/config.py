@@ -47,7 +47,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "cnn"  # cnn | resnet18 | preact-resnet18 | wrn-28-10 | wrn-34-10
     depth: int = 0  # cnn only: 2 or 3 convolutions; 0 = the model's default (3)
-    width: int = 0  # cnn only: channels of the middle convolution; 0 = the model's default (32)
+    width: int = 0  # cnn: middle convolution's channels (default 32); resnets: first stage's (default 64); 0 = default
     normalize: str = ""  # "MEAN/STD" per-channel comma lists: (x - mean) / std inside the network; "" = none
 
 

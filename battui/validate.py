@@ -27,6 +27,7 @@ SWITCHES = ("auto", "true", "false", "1", "0", "yes", "no", "on", "off")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # Settings that make a resumed run another experiment (data split, network, loss, training attack).
 PROTECTED = ("data.", "model.", "method.", "attack.", "train.seed")
+WIDTH_MODELS = ("cnn", "resnet18", "preact-resnet18")  # the models that take model.width
 
 # Method parameters: (low, high, low_open); None = unbounded. Keyed by parameter, or (method, parameter).
 _PARAMS: dict[Any, tuple[float | None, float | None, bool]] = {
@@ -139,9 +140,11 @@ def validate_config(cfg) -> None:
     _choice("model.name", cfg.model.name, MODELS)
     if cfg.model.depth not in ((0, 2, 3) if cfg.model.name == "cnn" else (0,)):
         raise UserError(f"model.depth={cfg.model.depth}: only the cnn takes a depth (2 or 3; 0 = its default)")
-    if cfg.model.width and cfg.model.name != "cnn":
-        raise UserError(f"model.width={cfg.model.width}: only the cnn takes a width (0 = the model's default)")
-    check_number("model.width", cfg.model.width, 0, 1024, hint=" (cnn channels; 0 = its default, 32)")
+    if cfg.model.width and cfg.model.name not in WIDTH_MODELS:
+        raise UserError(f"model.width={cfg.model.width}: only {', '.join(WIDTH_MODELS)} take a width "
+                        "(0 = the model's default; the WRNs' width is in their name)")
+    check_number("model.width", cfg.model.width, 0, 1024,
+                 hint=" (cnn: middle channels, default 32; resnets: first stage's channels, default 64)")
     if cfg.model.normalize:
         from battui.models import parse_normalize
 
@@ -149,7 +152,7 @@ def validate_config(cfg) -> None:
             parse_normalize(cfg.model.normalize, "model.normalize")
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    if cfg.model.width % 2:
+    if cfg.model.name == "cnn" and cfg.model.width % 2:
         raise UserError(f"model.width={cfg.model.width}: the cnn's width must be even (its first convolution has w/2)")
 
     a = cfg.attack

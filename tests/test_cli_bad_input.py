@@ -58,6 +58,8 @@ TRAIN_CASES = [
     (["--set", "model.normalize=0.5"], "model.normalize expects MEAN/STD"),
     (["--set", "model.normalize=0.5,0.5/0.2,0.2"], "normalisation gives 2 values per statistic; the data has 3"),
     (["--set", "model.width=7"], "model.width=7: the cnn's width must be even"),
+    (["--set", "model.name=wrn-28-10", "--set", "model.depth=0", "--set", "model.width=8"],
+     "only cnn, resnet18, preact-resnet18 take a width"),
     (["--run-name", "../x"], "plain folder name"),
     (["--run-name", "a/b"], "plain folder name"),
     (["--run-name", "/tmp/elsewhere"], "plain folder name"),

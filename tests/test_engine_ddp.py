@@ -1,12 +1,15 @@
-"""DDP through torchrun on CPU (gloo): two ranks train synthetic-tiny, only rank 0 writes,
-evaluation and the methods' validation cover each split exactly once, and
-train.batch_size is the global batch (split over the ranks; exit 2 unless it divides).
+"""DDP through torchrun on CPU (gloo): two ranks train synthetic-tiny with a small BatchNorm
+ResNet, only rank 0 writes, evaluation and the methods' validation cover each split exactly
+once with rank 0's buffers, pause / save / stop / resume are agreed across the ranks, CFA's
+per-rank counts are saved summed, the final test eval equals `battui eval` of the saved
+weights, and train.batch_size is the global batch (split over the ranks; exit 2 unless it divides).
 
     .venv/bin/pytest tests/test_engine_ddp.py -q
 """
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -16,49 +19,115 @@ import torch
 
 from battui.config import load_config
 from battui.data import build_datasets
+from battui.engine.channel import send_command
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
 from tests.support import ROOT
 from tests.support.cli import child_env
+from tests.support.processes import run_events, wait_for
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
+BN_RESNET = ("--set", "model.name=resnet18", "--set", "model.depth=0", "--set", "model.width=4")  # BatchNorm, tiny
+
+
+def torchrun_cmd(tmp_path: Path, *args: str) -> list[str]:
+    return [str(TORCHRUN), "--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+            "-m", "battui", "train", "--headless", "--device", "cpu", "--set", f"run.root={tmp_path}", *args]
+
+
 def torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(TORCHRUN), "--nproc_per_node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
-           "-m", "battui", "train", "--headless", "--preset", "synthetic-tiny", "--device", "cpu",
-           "--epochs", "1", "--set", f"run.root={tmp_path}", *args]
+    cmd = torchrun_cmd(tmp_path, "--preset", "synthetic-tiny", "--epochs", "1", *args)
     return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
 
 
-def test_torchrun_two_ranks_cover_eval_splits_exactly_once(tmp_path):
-    out = torchrun(tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    runs = list(tmp_path.iterdir())
-    assert len(runs) == 1  # rank 1 created nothing of its own
-    events = read_events(runs[0] / "events.jsonl")
-    assert [e["type"] for e in events].count("run_started") == 1
-    assert events[0]["world_size"] == 2 and events[-1]["status"] == "completed"
+def wait_for_event(run: Path, proc: subprocess.Popen, found, what: str, timeout: float = 120.0) -> list[dict]:
+    """The run's events once `found(events)` holds; fails if the trainer exits first or time runs out."""
+    def ready() -> bool:
+        return found(run_events(run)) or proc.poll() is not None
+
+    assert wait_for(ready, timeout=timeout), f"no {what} within {timeout} s"
+    events = run_events(run)
+    assert found(events), f"the trainer exited (code {proc.poll()}) before {what}: {proc.stdout.read()[-3000:]}"
+    return events
+
+
+def batch_sizes_per_rank(n: int, batch: int) -> list[int]:
+    per_rank = -(-n // 2)  # training shards are padded to ceil(N / 2) samples
+    return [min(batch, per_rank - i) for i in range(0, per_rank, batch)]
+
+
+def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(tmp_path):
+    """Two gloo ranks train a BatchNorm ResNet with CFA: pause (both ranks wait), save while paused,
+    resume, stop mid-epoch, `--resume` to the end; CFA's per-rank counts are saved summed, the
+    evaluations cover each split once, and the final test eval equals `battui eval` of the saved weights."""
+    run = tmp_path / "ddp"
+    args = ("--preset", "synthetic-tiny", "--method", "cfa", *BN_RESNET, "--set", "run.name=ddp")
+    proc = subprocess.Popen(torchrun_cmd(tmp_path, *args, "--epochs", "40"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
+    try:
+        wait_for_event(run, proc, lambda ev: any(e["type"] == "batch" for e in ev), "a first batch")
+        send_command(run, "pause")
+        wait_for_event(run, proc, lambda ev: any(e["type"] == "paused" for e in ev), "the paused event")
+        send_command(run, "save")  # under DDP too: every rank waits in the pause, so every rank saves
+        events = wait_for_event(run, proc, lambda ev: any(e.get("kind") == "manual" for e in ev), "the manual save")
+        kinds = [e["type"] for e in events]
+        paused_at = kinds.index("paused")
+        assert "batch" not in kinds[paused_at:]  # nothing trained while paused
+        manual = load_checkpoint(run / "checkpoints" / "last.pt")
+        send_command(run, "resume")
+        wait_for_event(run, proc, lambda ev: any(e["type"] == "resumed" for e in ev), "the resumed event")
+        send_command(run, "stop")
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = read_events(run / "events.jsonl")
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "interrupted", events[-1]
+    stopped = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert stopped["batch"] >= 1  # the stop landed after a step, mid-epoch
 
     cfg = load_config("synthetic-tiny")
     splits = build_datasets(cfg.data, seed=cfg.train.seed)
+    sizes = batch_sizes_per_rank(len(splits.train), cfg.train.batch_size // 2)
+    for ckpt in (manual, stopped):  # CFA's counts of the epoch so far: both ranks' samples, summed
+        state = ckpt["method_state"]
+        assert float(state["seen"].sum()) == 2 * sum(sizes[: ckpt["batch"]]), (ckpt["epoch"], ckpt["batch"])
+
+    out = subprocess.run(torchrun_cmd(tmp_path, "--resume", str(run), "--epochs", str(stopped["epoch"] + 1)),
+                         capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # rank 1 created nothing of its own
+    events = read_events(run / "events.jsonl")
+    assert events[-1]["status"] == "completed" and events[-1]["epoch"] == stopped["epoch"] + 1
+    assert [e["world_size"] for e in events if e["type"] == "run_started"] == [2, 2]
     evals = {e["split"]: e for e in events if e["type"] == "eval"}
     for name, split in (("val", splits.val), ("test", splits.test)):
         assert evals[name]["n"] == len(split)
         assert evals[name]["counts"] == torch.bincount(split.labels, minlength=splits.num_classes).tolist()
         assert sum(map(sum, evals[name]["adv_confusion"])) == len(split)
-    # training-attack counts are summed over both ranks (each sees ceil(N / 2) samples)
-    full = [e for e in events if e["type"] == "train_attack" and not e["partial"]][0]
-    assert sum(map(sum, full["step_hist"])) == 2 * -(-len(splits.train) // 2)
-    ckpt = load_checkpoint(runs[0] / "checkpoints" / "last.pt")
-    assert not any(k.startswith("module.") for k in ckpt["model"])
-    # the preset's batch (32) is the global one: 16 per rank and step
-    assert cfg.train.batch_size == 32
-    assert events[0]["batches_per_epoch"] == math.ceil(math.ceil(len(splits.train) / 2) / 16)
+    # the resumed epoch's training-attack counts: rank 0's saved sums plus both ranks' later batches
+    full = [e for e in events if e["type"] == "train_attack" and not e["partial"]][-1]
+    assert sum(map(sum, full["step_hist"])) == 2 * sum(sizes)
+    assert events[0]["batches_per_epoch"] == len(sizes)
+
+    final = run / "checkpoints" / ("fawa.pt" if (run / "checkpoints" / "fawa.pt").exists() else "last.pt")
+    assert not any(k.startswith("module.") for k in load_checkpoint(final)["model"])
+    report = tmp_path / "eval.json"
+    out = subprocess.run([sys.executable, "-m", "battui", "eval", str(final), "--no-cache", "-f", "json", "-o",
+                          str(report)], capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads(report.read_text())
+    assert record["attack"] == evals["test"]["attack"]
+    for key in ("n", "counts", "standard", "boundary", "robust", "adv_confusion", "step_hist"):
+        assert record["result"][key] == evals["test"][key], key
 
 
 def test_torchrun_method_validation_is_sharded_and_summed(tmp_path):
-    out = torchrun(tmp_path, "--method", "frl", "--set", "train.batch_size=64")
+    # a BatchNorm ResNet: the validation's clean error matches last.pt only if every rank validated
+    # with rank 0's running statistics (the ones saved)
+    out = torchrun(tmp_path, "--method", "frl", "--set", "train.batch_size=64", *BN_RESNET)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = next(tmp_path.iterdir())
     events = read_events(run / "events.jsonl")
@@ -72,6 +141,7 @@ def test_torchrun_method_validation_is_sharded_and_summed(tmp_path):
     # split with the same weights (validation ran after the only epoch; last.pt holds them)
     from battui.models import build_model, model_options
 
+    cfg = load_config("synthetic-tiny", ["model.name=resnet18", "model.depth=0", "model.width=4"])
     model = build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels,
                         **model_options(cfg.model))
     model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])

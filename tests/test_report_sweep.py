@@ -1,5 +1,6 @@
 """`battui table` as a sweep, end to end on synthetic-tiny (2 epochs, 2 methods, 1 seed, CPU, default
---device auto): `--jobs 2` == `--jobs 1` (which resubmits a failed and a missing run), a re-run collects
+--device auto, the engine's own CPU thread count): `--jobs 2` == `--jobs 1` (which resubmits a failed
+and a missing run), a table whose runs differ in a numerics setting says so, a re-run collects
 without training, and submitit's local executor runs the table while one of its jobs is preempted: the
 requeued job resumes and ends with the weights of the uninterrupted run.
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from battui.cli import main
+from battui.engine import numerics
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.events import read_events
 from battui.report.runs import TablePlan, parse_methods
@@ -58,7 +60,7 @@ def jobs2(tmp_path_factory) -> tuple[dict, str]:
     out, err = tmp / "table.json", io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
         mp.setenv("PYTHONPATH", str(ROOT))
-        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.delenv("OMP_NUM_THREADS", raising=False)  # the engine's own thread rule, whatever --jobs
         try:
             main(table_args(tmp / "runs", out, "--jobs", "2"))
         except SystemExit as exc:
@@ -67,11 +69,16 @@ def jobs2(tmp_path_factory) -> tuple[dict, str]:
 
 
 @pytest.fixture(autouse=True)
-def _workers_import_this_battui(monkeypatch, one_thread) -> None:
-    """Workers import this checkout; every run, in-process or not, computes with one thread: CPU
-    runs give bit-identical weights for the same thread count only (`--jobs N` alone would give
-    each run cores // N, `--jobs 1` the engine's choice)."""
+def _workers_import_this_battui(monkeypatch) -> None:
+    """Workers import this checkout and choose their CPU threads by the engine's rule (no
+    OMP_NUM_THREADS): `--jobs 1`, `--jobs 2` and submitit-local must give the same count, since
+    CPU runs give bit-identical weights for the same thread count only."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
+def recorded_threads(table: dict) -> list[int]:
+    return [numerics.of_run(Path(run))[-1]["threads"] for row in table["rows"] for run in row["runs"]]
 
 
 def test_jobs_2_gives_the_same_table_as_jobs_1(jobs2, tmp_path, capsys) -> None:
@@ -96,6 +103,25 @@ def test_jobs_2_gives_the_same_table_as_jobs_1(jobs2, tmp_path, capsys) -> None:
     assert "PGD-AT, seed 0: failed (failed: resubmitting" in err and "TRADES(1/λ=6), seed 0: missing" in err
     table1 = json.loads((tmp_path / "t1.json").read_text())
     assert_same_table(table2, table1)
+    assert recorded_threads(table1) == recorded_threads(table2) == [recorded_threads(table2)[0]] * 2
+    assert "not computed alike" not in err + err2
+
+    # a run computed with another thread count (as a run trained with OMP_NUM_THREADS set would be):
+    # the same table, and a note naming the setting and the runs
+    env_path = runs[0].run_dir / "env.json"
+    env = json.loads(env_path.read_text())
+    env["numerics"]["threads"] += 1
+    env_path.write_text(json.dumps(env))
+    args = table_args(root, tmp_path / "noted.md")
+    args[args.index("json")] = "markdown"
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    note = f"threads {env['numerics']['threads']} ({runs[0].run_dir.name}), {recorded_threads(table2)[1]} " \
+           f"({runs[1].run_dir.name})"
+    assert f"note: the runs were not computed alike (settings that change the numbers): {note}" in " ".join(err.split())
+    assert note in (tmp_path / "noted.md").read_text()
+    env["numerics"]["threads"] -= 1
+    env_path.write_text(json.dumps(env))
 
     # run again: everything is done, nothing trains, the same table comes back
     code, _, err = run_cli(capsys, *table_args(root, tmp_path / "again.json"))

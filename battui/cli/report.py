@@ -246,6 +246,7 @@ def table_command(
     Runs train as separate jobs (--jobs, --devices, --launcher); running it again shows which runs
     are done, running, failed or missing, resubmits the failed and missing ones and collects the table.
     """
+    from battui.engine import numerics
     from battui.engine.device import resolve_device
     from battui.report.layouts import aggregate, describe_attack, table_sections
     from battui.report.runs import TablePlan, ablation_rows, check_plan, parse_methods
@@ -277,6 +278,10 @@ def table_command(
              f"{base.train.epochs} epochs")
     notes = [f"{describe_attack(first['attack'], first['limit'])}; errors in %; bold = lowest mean",
              f"wall time {seconds / 60:.1f} min (training + evaluation, finished runs reused)"]
+    differ = numerics.differences(run for r in results for run in r["runs"])
+    if differ:  # e.g. a reused run trained with another thread count (engine/numerics.py)
+        notes.append(f"the runs were not computed alike (settings that change the numbers): {differ}")
+        _log(f"note: {notes[-1]}")
     lead = ["Source-class loss", "Target-class loss", "No."] if ablation else ["Method"]
     sections = table_sections(table_rows, title=title, lead_columns=lead, notes=notes)
     data = _table_json(plan, results, table_rows, seconds)

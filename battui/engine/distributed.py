@@ -104,8 +104,20 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, in place.
+
+    DDP broadcasts them only at the start of a forward; the train-mode forwards after it
+    update each rank's copy, so without this the ranks would evaluate, validate, average and
+    save slightly different networks. Called before each of those (`Trainer.sync_network`)."""
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
 def agree_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
-    """Logical OR of per-rank flags, so every rank stops (or saves) at the same batch."""
+    """Logical OR of per-rank flags, so every rank stops, saves or pauses at the same batch."""
     if not info.enabled:
         return flags
     # filled on the device from host scalars: no host-to-device copy to wait for

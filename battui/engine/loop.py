@@ -2,7 +2,7 @@
 
 Per batch, in this order:
 1. pause: wait (the stop flag still ends the wait), with `paused` / `resumed` events; a save
-   asked for while paused is done at once (single process);
+   asked for while paused is done at once; under DDP every rank waits, the flags agreed;
 2. `method.loss` under bf16 autocast when enabled (attack + loss; one DDP forward);
 3. a non-finite loss on any rank (agreed across ranks *before* backward, so no
    rank waits in an all-reduce another skipped) fails the run without stepping;
@@ -14,7 +14,7 @@ Per batch, in this order:
    sums are fetched only when an event is written;
 5. `batch` events every `train.log_every` batches, partial `train_attack`
    events every `train.attack_stats_every` batches;
-6. the stop / save_now flags (agreed across ranks) are read after the step:
+6. the stop / save_now / pause flags (agreed across ranks) are read after the step:
    save_now -> `last.pt` (kind "manual"); stop -> `last.pt`, status interrupted.
 
 The epoch knows nothing of the run that owns it: it gets its `EpochParts` (plain values),
@@ -107,19 +107,29 @@ def parts_mean(total: tuple | None, n: int) -> dict[str, float]:
     return {k: v / n for k, v in zip(names, values, strict=True)}
 
 
+def _control_flags(parts: EpochParts) -> tuple[bool, bool, bool]:
+    """(pause, stop, save_now), agreed across ranks (OR) under DDP: only rank 0 hears the control FIFO."""
+    c = parts.control
+    flags = [c.pause.is_set(), c.stop.is_set(), c.save_now.is_set()]
+    pause, stop, save_now = agree_flags(flags, parts.dist, parts.device)
+    return pause, stop, save_now
+
+
 def _wait_while_paused(parts: EpochParts, epoch: int, batch: int, step: int, emit: Emit, save: Save) -> bool:
-    """Wait while paused; False when a save while paused failed (non-finite weights)."""
-    control = parts.control
-    if not control.pause.is_set() or control.stop.is_set():
+    """Wait while paused, every rank together (under DDP they agree on the flags every 0.1 s, so
+    no rank sits in a collective its peers never join); False when a save while paused failed."""
+    pause, stop, save_now = _control_flags(parts)
+    if not pause or stop:
         return True
     emit(Paused(epoch=epoch, batch=batch))
-    while control.pause.is_set() and not control.stop.is_set():
-        if control.save_now.is_set() and not parts.dist.enabled:  # other ranks are not waiting here
-            control.save_now.clear()
+    while pause and not stop:
+        if save_now:
+            parts.control.save_now.clear()
             if not save(step, batch, "manual"):
                 return False
-        control.stop.wait(0.1)
-    if not control.stop.is_set():
+        parts.control.stop.wait(0.1)
+        pause, stop, save_now = _control_flags(parts)
+    if not stop:
         emit(Resumed())
     return True
 
@@ -136,10 +146,13 @@ def train_epoch(parts: EpochParts, epoch: int, *, step: int, start_batch: int = 
     log_every, stats_every = max(1, parts.log_every), max(1, parts.stats_every)
     window_loss, window_parts, window_n, window_images = 0.0, None, 0, 0
     window_start = time.perf_counter()
+    # under DDP the pause flag is agreed with the stop flags after each step (no extra collective per
+    # batch); the epoch's first batch asks the ranks once
+    pause_agreed = True
     for i, (x, y) in enumerate(batches):
         if i < start_batch:
             continue  # resumed mid-epoch: these batches were trained before the stop
-        if not _wait_while_paused(parts, epoch, i, step, emit, save):
+        if (pause_agreed or not dist.enabled) and not _wait_while_paused(parts, epoch, i, step, emit, save):
             return EpochEnd(step, i, RunStatus.FAILED)
         x = speed.prepare_input(x)
         with speed.autocast():
@@ -173,7 +186,8 @@ def train_epoch(parts: EpochParts, epoch: int, *, step: int, start_batch: int = 
         if done % stats_every == 0 and done < n_batches:
             emit(attack_event(parts.counter, epoch, done, n_batches, partial=True))
 
-        stop, save_now = agree_flags([control.stop.is_set(), control.save_now.is_set()], dist, parts.device)
+        stop, save_now, pause_agreed = agree_flags([control.stop.is_set(), control.save_now.is_set(),
+                                                    control.pause.is_set()], dist, parts.device)
         if save_now or stop:
             control.save_now.clear()
             if not save(step, done, "last" if stop else "manual"):

@@ -123,9 +123,10 @@ def tune_cpu_threads(device: torch.device, values_per_image: int) -> int:
     Convolutions on 8x8 images are too small to split many ways. On the quiet 2-core
     development VM the digits-cnn default took 44 s with two threads and 58-64 s with one
     (docs/PERFORMANCE.md); on a busy machine extra threads wait for each other instead
-    (3 epochs of the older digits CNN: 36 s with two threads, 15 s with one), so `battui table
-    --jobs N` sets OMP_NUM_THREADS = cores // N for its runs, and OMP_NUM_THREADS=1 is the
-    setting for a machine shared with other jobs.
+    (3 epochs of the older digits CNN: 36 s with two threads, 15 s with one), so
+    OMP_NUM_THREADS=1 is the setting for a machine shared with other jobs. The count changes a
+    CPU run's numbers, so nothing else sets it: `battui table --jobs N` leaves it to this rule
+    (engine/numerics.py records it).
     """
     previous = torch.get_num_threads()
     if device.type == "cpu" and values_per_image <= SMALL_INPUT and "OMP_NUM_THREADS" not in os.environ:

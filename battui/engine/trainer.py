@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from battui.config import Config, EvalConfig
-from battui.engine import distributed, runs
+from battui.engine import distributed, numerics, runs
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
@@ -118,8 +118,7 @@ class Trainer:
         self._threads = tune_cpu_threads(self.device, splits.in_channels * splits.image_size ** 2)
         if len(splits.train) == 0:
             raise UserError("the training split is empty; check data.classes and data.val_per_class")
-        rank, world = self.dist.rank, self.dist.world_size
-        common = dict(device=self.device, seed=seed, rank=rank, world_size=world)
+        common = dict(device=self.device, seed=seed, rank=self.dist.rank, world_size=(world := self.dist.world_size))
         # train.batch_size is the global batch (the paper's 128 on 1 or 8 GPUs), split over the ranks
         self.train_batches = Batches(splits.train, per_rank_batch, shuffle=True, augment=cfg.data.augment,
                                      pad_shards=True, **common)
@@ -130,7 +129,8 @@ class Trainer:
             pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
             val = val.subset(torch.sort(pick)[0])
         self.val_batches = Batches(val, cfg.eval.batch_size, **common)
-        self.test_batches = Batches(splits.test, cfg.eval.batch_size, **common)
+        # the final test eval: rank 0 alone, on `battui eval`'s batches, so it gives `battui eval last.pt`'s numbers
+        self.test_batches = Batches(splits.test, cfg.eval.batch_size, device=self.device) if self.dist.is_main else []
         self.train_size, self.val_size = len(splits.train), len(val)
 
         torch.manual_seed(seed)
@@ -173,8 +173,9 @@ class Trainer:
             self.lock = self.lock or RunLock.acquire(self.run_dir)
             try:
                 runs.write_run_config(self.run_dir, cfg)
-                runs.write_env(self.run_dir, runs.env_record(self.device, seed, world), resumed=ckpt is not None
-                               or self.resume_dir is not None)
+                env = {**runs.env_record(self.device, seed, world),
+                       "numerics": numerics.record(self.speed, cfg.train.deterministic, self.device)}
+                runs.write_env(self.run_dir, env, resumed=ckpt is not None or self.resume_dir is not None)
                 runs.repair_events_tail(self.events_path)
             except OSError as exc:  # a full or read-only disk at the start: the same one line, before training
                 self.lock.release()
@@ -255,6 +256,9 @@ class Trainer:
         buffers = 2 if self.cfg.train.optimizer == "adam" else 1  # exp_avg + exp_avg_sq, or the momentum
         return model + buffers * params
 
+    def sync_network(self) -> None:  # rank 0's buffers on every rank: all validate, evaluate, save one network
+        distributed.broadcast_buffers(self.model, self.dist)
+
     def _weights_finite(self) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
 
@@ -263,6 +267,7 @@ class Trainer:
         if not self._weights_finite():
             self._non_finite(epoch_done)
             return False
+        self.sync_network()
         payload = self._payload(epoch_done, batch_done)
         if self.dist.is_main:
             path = save_checkpoint(RunDir(self.run_dir).last, payload)
@@ -355,8 +360,9 @@ class Trainer:
             outcome = self.train_epoch(epoch, start_batch)
             if outcome is not None:
                 return self._finish(outcome, epoch)
-            n = len(self.train_batches)
-            self.emit(attack_event(self.attack_counter, epoch, n, n, partial=False))
+            self.sync_network()  # one network for the validation, evaluation, averaging and checkpoints below
+            self.emit(attack_event(self.attack_counter, epoch, len(self.train_batches), len(self.train_batches),
+                                   partial=False))
             method_info = self._method_validation(epoch) if self.method.needs_validation else {}
             self.scheduler.step()
             metric = None
@@ -370,8 +376,9 @@ class Trainer:
                 if not self._weights_finite():
                     return self._finish(self._non_finite(epoch + 1), epoch)
                 self.best_metric = metric
+                payload = self._payload(epoch + 1, 0)  # on every rank: the method's state is summed over them
                 if self.dist.is_main:
-                    path = save_checkpoint(RunDir(self.run_dir).best, self._payload(epoch + 1, 0))
+                    path = save_checkpoint(RunDir(self.run_dir).best, payload)
                     self.emit(CheckpointEvent(epoch=epoch + 1, path=str(path), kind="best", metric=metric[0]))
             if not self.save_last(epoch_done=epoch + 1):
                 return self._finish(RunStatus.FAILED, epoch)
@@ -408,8 +415,9 @@ class Trainer:
         if averaged is None:
             return
         load_model_state(self.model, averaged, f"{self.cfg.method.name}'s averaged weights")
+        payload = self._payload(epochs, 0)
         if self.dist.is_main:
-            path = save_checkpoint(RunDir(self.run_dir).averaged, self._payload(epochs, 0))
+            path = save_checkpoint(RunDir(self.run_dir).averaged, payload)
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
     def _method_validation(self, epoch: int, hook=None) -> dict:

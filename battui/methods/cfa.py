@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from battui.attacks import class_sums, pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
-from battui.methods.classwise import accumulator_dtype, add_batch, trades_terms
+from battui.methods.classwise import accumulator_dtype, add_batch, resumed_sums, saved_sums, trades_terms
 
 
 # -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
@@ -196,8 +196,7 @@ class CFA(Method):
         return {
             "class_eps": self.class_eps.clone(), "class_beta": self.class_beta.clone(),
             "train_acc": self.train_acc.clone(), "measured_epochs": self.measured_epochs,
-            "epoch": self.epoch, "hits": self._hits.detach().cpu().double(),
-            "seen": self._seen.detach().cpu().double(),
+            "epoch": self.epoch, "hits": saved_sums(self._hits), "seen": saved_sums(self._seen),
             "fawa": None if self.fawa is None else {k: v.detach().cpu().clone() for k, v in self.fawa.items()},
             "fawa_count": self.fawa_count,
         }
@@ -205,7 +204,8 @@ class CFA(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         names = ("class_eps", "class_beta", "train_acc", "hits", "seen")
         t = self.checked_tensors(state, dict.fromkeys(names, (self.num_classes,)))
-        self.class_eps, self.class_beta, self.train_acc, self._hits, self._seen = (t[n] for n in names)
+        self.class_eps, self.class_beta, self.train_acc = (t[n] for n in names[:3])
+        self._hits, self._seen = resumed_sums(t["hits"]), resumed_sums(t["seen"])
         self.measured_epochs, self.epoch = int(state["measured_epochs"]), int(state["epoch"])
         fawa = state.get("fawa")
         self.fawa = None if fawa is None else {name: torch.as_tensor(v) for name, v in fawa.items()}

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from battui.attacks import PGDResult, class_sums, kl_logits, pgd
+from battui.attacks import PGDResult, class_sums, kl_logits, pgd, sum_over_ranks
+from battui.attacks.losses import ranks_joined
 from battui.methods.base import unwrap
 
 
@@ -42,3 +43,17 @@ def add_batch(sums: Tensor, seen: Tensor, y: Tensor, values: Tensor, num_classes
     sums, seen = sums.to(y.device, dtype), seen.to(y.device, dtype)
     return (sums + class_sums(y, num_classes, values.detach(), dtype),
             seen + class_sums(y, num_classes, dtype=dtype))
+
+
+def saved_sums(t: Tensor) -> Tensor:
+    """An epoch's partial per-class sums as a checkpoint holds them: summed over the DDP ranks
+    (each counted its own shard), float64 on the CPU. Every rank calls it (a collective)."""
+    return sum_over_ranks(t.detach()).cpu().double()
+
+
+def resumed_sums(t: Tensor) -> Tensor:
+    """`saved_sums` loaded back: the whole on rank 0 and zeros on the others, so the next sum
+    over the ranks counts every sample once."""
+    import torch.distributed as dist
+
+    return torch.zeros_like(t) if ranks_joined() and dist.get_rank() != 0 else t

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from battui.attacks import sum_over_ranks
 from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
-from battui.methods.classwise import add_batch, trades_terms
+from battui.methods.classwise import add_batch, resumed_sums, saved_sums, trades_terms
 
 
 def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
@@ -124,10 +124,11 @@ class DAFA(Method):
 
     def state_dict(self) -> dict[str, Any]:
         return {"weights": self.weights.clone(), "applied": self.applied, "epoch": self.epoch,
-                "prob_sums": self._prob_sums.detach().cpu().double(), "seen": self._seen.detach().cpu().double()}
+                "prob_sums": saved_sums(self._prob_sums), "seen": saved_sums(self._seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.num_classes
         loaded = self.checked_tensors(state, {"weights": (k,), "prob_sums": (k, k), "seen": (k,)})
-        self.weights, self._prob_sums, self._seen = loaded["weights"], loaded["prob_sums"], loaded["seen"]
+        self.weights = loaded["weights"]
+        self._prob_sums, self._seen = resumed_sums(loaded["prob_sums"]), resumed_sums(loaded["seen"])
         self.applied, self.epoch = bool(state["applied"]), int(state["epoch"])

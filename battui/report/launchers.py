@@ -9,7 +9,9 @@ one run directory; its output goes to RUN_DIR/train.log. `job.json` in the run d
 records how it was started, so a later `battui table` finds it again (`live_job`).
 
 - `local`: a child process per run, at most `jobs` at once; with `devices` each one sees
-  one GPU (CUDA_VISIBLE_DEVICES), and CPU threads are split (OMP_NUM_THREADS = cores // jobs).
+  one GPU (CUDA_VISIBLE_DEVICES). The CPU thread count is the engine's choice, the same for
+  any `jobs` (engine/numerics.py): it changes a CPU run's numbers, so it never follows the
+  sweep's parallelism (more runs than cores then share them).
 - `submitit-local` / `slurm`: submitit's AutoExecutor (`pip install battui[slurm]`). The
   submitted callable, `TableJob`, runs the worker as a child; on the signal Slurm sends
   before it kills a job (submitit: USR2, `signal_delay_s` ahead) its `checkpoint` stops
@@ -117,7 +119,7 @@ class LocalJob:
 
 
 class LocalLauncher:
-    """At most `jobs` worker processes at once, each with its own GPU slot and a share of the CPU threads."""
+    """At most `jobs` worker processes at once, each with its own GPU slot."""
 
     name = "local"
 
@@ -126,8 +128,6 @@ class LocalLauncher:
         self.slot_devices = [settings.devices[i % len(settings.devices)] if settings.devices else None
                              for i in range(n)]
         self.running: dict[int, LocalJob] = {}
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.threads = max(1, cores // n) if n > 1 else 0
 
     def free_slots(self) -> int:
         self.running = {s: j for s, j in self.running.items() if not j.finished()}
@@ -136,8 +136,6 @@ class LocalLauncher:
     def submit(self, run_dir: Path, command: list[str]) -> LocalJob:
         slot = next(s for s in range(len(self.slot_devices)) if s not in self.running)
         env = dict(os.environ)
-        if self.threads and "OMP_NUM_THREADS" not in os.environ:
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         if self.slot_devices[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slot_devices[slot]
         with open(RunDir(run_dir).log, "ab") as log, open(os.devnull, "rb") as devnull:
