@@ -101,5 +101,5 @@ class TRIX(DAFA):
     def attack_options(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         net = unwrap(model)
         with eval_mode(net), torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            p = F.softmax(net(x).float(), dim=1)  # fp32, as pgd's own p0 under a gaussian start
+            p = F.softmax(net(x), dim=1)  # autocast off: full precision, as pgd's own p0 under a gaussian start
         return {"p0": p, "targets": self.targets(p, y)}
