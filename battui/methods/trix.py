@@ -53,6 +53,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -79,10 +81,8 @@ class TRIX(DAFA):
     name = "trix"
     label = "TRIX"
 
-    def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
-                 beta: float = 6.0, lam: float = 1.0, warmup: float = 70 / 150, xi: float = 0.001,
-                 num_classes: int = 10) -> None:
-        super().__init__(eps, step_size, steps, beta=beta, lam=lam, warmup=warmup, xi=xi, num_classes=num_classes)
+    def __init__(self, *args: Any, warmup: float = 70 / 150, **kwargs: Any) -> None:
+        super().__init__(*args, warmup=warmup, **kwargs)  # DAFA's parameters; the code's 70 of 150 epochs
 
     def class_weights(self, similarity: Tensor) -> Tensor:
         return trix_weights(similarity.to(torch.float64), self.lam)
