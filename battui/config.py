@@ -312,11 +312,22 @@ def load_config(preset: str = "digits-cnn", overrides: list[str] | tuple[str, ..
     cfg = from_dict(_read_yaml(path), where=str(path))
     if not cfg.preset or path.parent == PRESETS_DIR:
         cfg.preset = path.stem
-    for text in overrides:
-        _set_key(cfg, *parse_override(text))
+    parsed = [parse_override(text) for text in overrides]
+    method = next((str(v) for k, v in reversed(parsed) if k == "method.name"), cfg.method.name)
+    for key, value in _train_defaults(method).items():  # the method's own schedule (FAAL); --set wins
+        _set_key(cfg, f"train.{key}", value)
+    for key, value in parsed:
+        _set_key(cfg, key, value)
     _validate_method_params(cfg)
     validate_config(cfg)
     return cfg
+
+
+def _train_defaults(method: str) -> dict:
+    """A method's `train_defaults` (docs/DESIGN.md section 3.4); {} for an unknown name (refused later)."""
+    from battui.methods import METHODS, method_class
+
+    return dict(method_class(method).train_defaults) if method in METHODS else {}
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

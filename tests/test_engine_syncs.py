@@ -24,6 +24,7 @@ from battui.engine.syncs import SyncCensus, census_per_batch
 from battui.engine.trainer import Trainer
 from battui.methods import METHODS, build_method
 from battui.methods.base import float_parts
+from tests.support.checkpoints import needed_weights
 
 STEPS = 5  # synthetic-tiny's attack steps
 LIMIT = {"bat": STEPS + 3, "fat": STEPS + 3}
@@ -66,7 +67,7 @@ def _step_counts(tmp_path: Path, method: str, *overrides: str) -> list[int]:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_training_step_sync_points_within_limits(tmp_path, method):
-    counts = _step_counts(tmp_path, method)
+    counts = _step_counts(tmp_path, method, *needed_weights(tmp_path, method))
     assert max(counts) <= LIMIT.get(method, 3), counts
     assert min(counts) >= 1  # the non-finite loss check reads the loss once per step
 

@@ -111,8 +111,16 @@ def _rows(mask: Tensor, like: Tensor) -> Tensor:
     return mask.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def _attack_loss(logits: Tensor, y: Tensor, p0: Tensor | None, weight: Tensor | None) -> Tensor:
-    """Summed CE (or KL to p0) over the batch; ``weight`` (0/1 per sample) masks stopped samples."""
+def _attack_loss(logits: Tensor, y: Tensor, p0: Tensor | None, weight: Tensor | None,
+                 targets: Tensor | None = None) -> Tensor:
+    """Summed CE (or KL to p0) over the batch; ``weight`` (0/1 per sample) masks stopped samples;
+    a sample with ``targets`` >= 0 ascends -CE(f, target) instead (a targeted attack)."""
+    if targets is not None:
+        away = F.kl_div(F.log_softmax(logits, dim=1), p0, reduction="none").sum(dim=1) if p0 is not None \
+            else F.cross_entropy(logits, y, reduction="none")
+        toward = -F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
+        per = torch.where(targets >= 0, toward, away)
+        return per.sum() if weight is None else (per * weight).sum()
     if p0 is None:
         per = F.cross_entropy(logits, y, reduction="sum" if weight is None else "none")
     else:
@@ -137,6 +145,8 @@ def pgd(
     omega: float = 0.0,
     record_boundary: bool = False,
     precise_start: bool | None = None,
+    p0: Tensor | None = None,
+    targets: Tensor | None = None,
 ) -> PGDResult:
     r"""Linf projected gradient ascent, vectorised, with per-sample early stop.
 
@@ -171,6 +181,11 @@ def pgd(
             instead of the curvature direction it is in fp32; on digits this weakened
             the TRADES attack by 2.6 points of robust error (docs/PERFORMANCE.md,
             benchmarks/bf16_attack.py).
+        p0: ``objective="kl"`` only: the target distribution [B, K] of the KL (ABSLD's
+            teacher soft labels); default None = softmax f(x), eval mode, no grad.
+        targets: LongTensor [B] or None (default): a sample with a target class t >= 0 is
+            attacked *targeted*, descending CE(f(x^k), t) (ascending -CE), the others with
+            the objective (TRIX's mixed attack); steps_to_flip still counts flips away from y.
 
     Host syncs: none without early stop (per-sample records are kept with
     ``torch.where`` and index copies); with ``stop_after_flip`` exactly one per
@@ -220,16 +235,17 @@ def pgd(
         on = precise_start and k == 0
         return torch.autocast(x.device.type, enabled=False) if on else nullcontext()
 
+    if p0 is not None and objective != "kl":
+        raise ValueError("p0 is the KL objective's target distribution; it needs objective='kl'")
     with eval_mode(net):
-        p0 = None
-        if objective == "kl":
+        if objective == "kl" and p0 is None:
             with torch.no_grad(), precision(0):
                 p0 = F.softmax(net(x), dim=1)
         # Active set: None = every sample; else the batch positions of the active rows,
         # and every *_a tensor below holds only those rows.
         idx: Tensor | None = None
         active = b > 0
-        y_a, lo_a, hi_a, step_a, p0_a = y, lo, hi, step_b, p0
+        y_a, lo_a, hi_a, step_a, p0_a, t_a = y, lo, hi, step_b, p0, targets
         budget = None if stop_after_flip is None else torch.full((b,), stop_after_flip, **long)
         prev = x
         for k in range(steps):
@@ -254,7 +270,7 @@ def pgd(
                     _put(pred_last, idx, torch.where(stop, pred, _take(pred_last, idx)))
                     keep = ~stop
                 weight = None if keep is None else keep.to(logits.dtype)
-                loss = _attack_loss(logits, y_a, p0_a, weight)
+                loss = _attack_loss(logits, y_a, p0_a, weight, t_a)
                 grad = torch.autograd.grad(loss, cur)[0]
             cur = cur.detach()
             if keep is not None:
@@ -268,6 +284,7 @@ def pgd(
                         t.index_select(0, pos) for t in (y_a, lo_a, hi_a, step_a, budget, cur, grad)
                     )
                     p0_a = None if p0_a is None else p0_a.index_select(0, pos)
+                    t_a = None if t_a is None else t_a.index_select(0, pos)
             prev = cur
             cur = cur + step_a * grad.sign()
             if omega > 0:

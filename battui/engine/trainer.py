@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from battui.config import Config, EvalConfig
-from battui.engine import distributed, numerics, runs
+from battui.engine import distributed, numerics, pretrained, runs
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
@@ -140,6 +140,9 @@ class Trainer:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.method = method_from_config(cfg, num_classes=k)
+        pretrained.check_dependencies(self.method, cfg, resuming=self._resume_ckpt_path() is not None)
+        if self.method.teacher_from:  # ABSLD: its teacher, read before anything is written
+            self.method.use_teacher(pretrained.load_teacher(self.method, self.data_info, self.device))
         check_spec(self._spec(), k)  # an unknown eval attack, or AutoAttack on < 10 classes, fails before training
         if cfg.train.init_from and not self._resume_ckpt_path():
             src = load_checkpoint(cfg.train.init_from)

@@ -24,6 +24,9 @@ REGISTERED = (
     "cfa:CFA",
     "dafa:DAFA",
     "wat:WAT",
+    "trix:TRIX",
+    "faal:FAAL",
+    "absld:ABSLD",
 )
 
 
@@ -87,6 +90,8 @@ def method_from_config(cfg: Any, num_classes: int) -> Method:
     params.update(cfg.method.params)
     if "num_classes" in accepted:
         params["num_classes"] = num_classes
+    if "lr_milestones" in accepted and "lr_milestones" not in cfg.method.params:  # ABSLD decays with the lr
+        params["lr_milestones"] = list(cfg.train.milestones) if cfg.train.schedule == "multistep" else []
     try:
         return build_method(cfg.method.name, **params)
     except (ValueError, TypeError) as exc:

@@ -92,6 +92,9 @@ class Method(abc.ABC):
     label: ClassVar[str] = ""  # the paper's row name in tables and figures
     needs_validation: ClassVar[bool] = False  # `end_epoch` gets validation batches
     fine_tunes_from: ClassVar[str] = ""  # a method whose trained weights this one starts from (FRL: pgd-at)
+    needs_start: ClassVar[bool] = False  # refuses to train without train.init_from (FAAL)
+    teacher_from: ClassVar[str] = ""  # the method `battui table` trains as the teacher when none is given (ABSLD)
+    train_defaults: ClassVar[dict[str, Any]] = {}  # the method's own `train` schedule over the preset's (FAAL)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,8 +139,19 @@ class Method(abc.ABC):
 
     @classmethod
     def fine_tune_schedule(cls, train: Any) -> None:
-        """Adjust a `train` config section for fine-tuning (only for methods with `fine_tunes_from`)."""
-        return None
+        """Adjust a `train` config section for fine-tuning (only for methods with `fine_tunes_from`):
+        by default the method's `train_defaults`."""
+        for key, value in cls.train_defaults.items():
+            setattr(train, key, value)
+
+    @classmethod
+    def start_method(cls, params: dict[str, Any]) -> str:
+        """The method whose trained weights a row with `params` starts from (`fine_tunes_from`)."""
+        return cls.fine_tunes_from
+
+    def use_teacher(self, teacher: nn.Module) -> None:
+        """Receive the loaded teacher (eval mode, on the training device; methods with `teacher_from`)."""
+        raise ValueError(f"{self.name} distils no teacher")
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:

@@ -17,14 +17,16 @@ from battui.methods.base import unwrap
 
 
 def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step_size: float | Tensor,
-                 steps: int, xi: float) -> tuple[PGDResult, Tensor, Tensor, Tensor]:
-    """TRADES attack (per-sample eps / step allowed), then the train-mode terms.
+                 steps: int, xi: float, p0: Tensor | None = None,
+                 targets: Tensor | None = None) -> tuple[PGDResult, Tensor, Tensor, Tensor]:
+    """TRADES attack (per-sample eps / step allowed; `p0` and `targets` as in `pgd`, TRIX's
+    mixed attack), then the train-mode terms.
 
     Returns (attack result, adversarial logits, per-sample CE(f(x), y) [B],
     per-sample KL(p(x) || p(x_adv)) [B]); gradients flow into both logits.
     """
     res = pgd(unwrap(model), x, y, eps=eps, step_size=step_size, steps=steps,
-              objective="kl", start="gaussian", xi=xi)
+              objective="kl", start="gaussian", xi=xi, p0=p0, targets=targets)
     model.train()
     logits = model(x)
     logits_adv = model(res.x_last)

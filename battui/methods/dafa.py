@@ -96,12 +96,20 @@ class DAFA(Method):
         sums, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (self._prob_sums, self._seen))
         return sums / seen.clamp(min=1)[:, None]
 
+    def class_weights(self, similarity: Tensor) -> Tensor:
+        """W from the similarity matrix (TRIX overrides it with its own formula)."""
+        return dafa_weights(similarity, self.lam)
+
+    def attack_options(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Extra `pgd` arguments for this batch (none; TRIX adds its targeted samples)."""
+        return {}
+
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         if epoch == self.epoch:
             return  # resumed inside this epoch: keep its partial sums
         if (not self.applied and epoch >= round(self.warmup * total_epochs)
                 and float(self._seen.sum()) > 0):
-            self.weights = dafa_weights(self.similarity(), self.lam)
+            self.weights = self.class_weights(self.similarity())
             self.applied = True
         k = self.num_classes
         self._prob_sums = torch.zeros(k, k, dtype=torch.float64)
@@ -113,7 +121,7 @@ class DAFA(Method):
         eps_c = self.on_device("eps", src, x, lambda: self.class_eps)
         step_c = self.on_device("step", src, x, lambda: self.class_step)
         res, logits_adv, ce, kl = trades_terms(model, x, y, eps=eps_c[y], step_size=step_c[y],
-                                               steps=self.steps, xi=self.xi)
+                                               steps=self.steps, xi=self.xi, **self.attack_options(model, x, y))
         w = self.on_device("w", src, ce, lambda: self.weights)[y]
         ce_term = (w * ce).mean()
         kl_term = self.beta * kl.mean()

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from battui.engine.pretrained import build_with_weights, parse_normalize
 from battui.errors import UserError
 
 DATASET_PRESETS = {
@@ -66,16 +67,6 @@ class Opened:
     identity: dict | None = None  # what else goes into the cache key (foreign: model, normalize)
 
 
-def parse_normalize(text: str) -> tuple[list[float], list[float]]:
-    """`0.4914,0.4822,0.4465/0.2471,0.2435,0.2616` -> (mean, std); a one-line UserError otherwise."""
-    from battui.models import parse_normalize as parse
-
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _config(path: Path, ckpt: dict, opts: Foreign):
     from battui.config import apply_overrides, config_from_dict, load_config
 
@@ -106,9 +97,8 @@ def open_config(path: str | Path, opts: Foreign) -> tuple[Any, dict]:
 def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = "cpu") -> Opened:
     """Rebuild the model of a battui or foreign checkpoint, weights loaded, eval mode, on `device`."""
     from battui.data import build_datasets
-    from battui.engine.checkpoint import load_model_state
-    from battui.models import MODELS, Normalized, build_model, model_options
-    from battui.models.keymap import fit_state, unwrap_state
+    from battui.models import MODELS
+    from battui.models.keymap import unwrap_state
 
     cfg, ckpt = open_config(path, opts)
     where = Path(ckpt["path"])
@@ -124,22 +114,10 @@ def open_for_eval(path: str | Path, opts: Foreign, device: str | torch.device = 
         info = {"num_classes": splits.num_classes, "in_channels": splits.in_channels,
                 "classes": list(splits.classes), "image_size": splits.image_size}
         label_info = {"model": cfg.model.name, "normalize": opts.normalize}
-    in_channels = int(info.get("in_channels", 3))
-    try:
-        model = build_model(cfg.model.name, num_classes=int(info.get("num_classes", 10)), in_channels=in_channels,
-                            **model_options(cfg.model, state))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if label_info is None:
-        load_model_state(model, state, str(where))
-    else:
-        fit_state(model, state, str(where), name=cfg.model.name)
+    model = build_with_weights(cfg.model, state, str(where), num_classes=int(info.get("num_classes", 10)),
+                               in_channels=int(info.get("in_channels", 3)), battui_file=label_info is None,
+                               normalize=opts.normalize)
     if opts.normalize:
-        mean, std = parse_normalize(opts.normalize)
-        if len(mean) not in (1, in_channels):
-            raise UserError(f"--normalize gives {len(mean)} values per statistic; the data has {in_channels} "
-                            "channels")
-        model = Normalized(model, mean * (in_channels // len(mean)), std * (in_channels // len(std)))
         label_info = {**(label_info or {}), "normalize": opts.normalize}
     model.to(device).eval()
     if ckpt.get("format") is not None:

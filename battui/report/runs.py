@@ -13,7 +13,10 @@ A method with `fine_tunes_from` (FRL, docs/DESIGN.md section 3.2) fine-tunes a p
 robust model: for each seed the table first trains (or reuses) that method's run of the
 seed and starts from its final weights (`checkpoints/last.pt`), on the schedule the
 method's `fine_tune_schedule` sets (FRL: 0.4 x train.epochs at lr / 100, weight decay
-5e-4, constant; the reference fine-tunes 40 epochs at lr 1e-3 after ~100 at lr 0.1).
+5e-4, constant; the reference fine-tunes 40 epochs at lr 1e-3 after ~100 at lr 0.1; FAAL:
+its own 2 epochs at lr 0.01, from a PGD-AT run, or a TRADES one with `faal:loss=trades`).
+A method with `teacher_from` (ABSLD) distils that method's run of the seed (its `last.pt`
+as `method.teacher`) unless the row names a `teacher`.
 """
 
 from __future__ import annotations
@@ -151,17 +154,23 @@ class TablePlan:
     retrain: bool = False
 
 
-def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "") -> Config:
-    """The resolved config of one (row, seed) run."""
+def run_config(plan: TablePlan, row: MethodRow, seed: int, init_from: str = "", teacher: str = "") -> Config:
+    """The resolved config of one (row, seed) run; `init_from` / `teacher`: the weights it starts from
+    (FRL, FAAL) or distils (ABSLD, unless the row names its own `teacher`)."""
     sets = [*plan.overrides, *row.overrides, f"method.name={row.method}", f"train.seed={seed}"]
     sets += [f"method.params.{k}={json.dumps(v)}" for k, v in row.params.items()]
     cfg = load_config(plan.preset, sets)
     method = method_class(row.method)
     if method.fine_tunes_from:
         if not init_from:
-            raise UserError(f"{method.label} fine-tunes a pre-trained {method.fine_tunes_from} model (train.init_from)")
+            raise UserError(f"{method.label} fine-tunes a pre-trained {method.start_method(row.params)} model "
+                            "(train.init_from)")
         cfg.train.init_from = init_from
         method.fine_tune_schedule(cfg.train)
+    if method.teacher_from and "teacher" not in row.params:
+        if not teacher:
+            raise UserError(f"{method.label} distils a {method.teacher_from} teacher (method.teacher)")
+        cfg.method.params["teacher"] = teacher
     return cfg
 
 
@@ -175,7 +184,7 @@ def check_plan(plan: TablePlan, spec_overrides: dict[str, Any]) -> Config:
 
     if plan.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {plan.seeds}")
-    configs = [run_config(plan, row, 0, init_from="pre-trained.pt") for row in plan.rows]
+    configs = [run_config(plan, row, 0, init_from="pre-trained.pt", teacher="teacher.pt") for row in plan.rows]
     for cfg in configs:
         attack_spec(cfg, **spec_overrides)
     check_run_root(configs[0].run.root)

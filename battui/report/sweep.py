@@ -14,7 +14,8 @@ job starts the table says what each run is:
     failed    the directory exists but the run did not finish: submitted again, resuming its last.pt
     missing   not started: submitted
 
-FRL runs wait for the PGD-AT run they fine-tune. A job writes the run's resolved
+FRL and FAAL runs wait for the PGD-AT (or TRADES) run they fine-tune, ABSLD runs for their
+TRADES teacher. A job writes the run's resolved
 `config.yaml` first and runs `python -m battui.report.worker RUN_DIR` (train, then the table's
 evaluation, cached). While jobs run, `progress(snapshot)` gets the table's progress and ETA.
 A run that fails is reported at the end (not retried in the same call); running the same
@@ -92,20 +93,29 @@ def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, Plann
     for seed in range(plan.seeds):
         pretrained: dict[tuple[str, tuple[str, ...]], PlannedRun] = {}  # per source method and --sweep setting
         for index, row in enumerate(plan.rows):
-            init_from, after, setting = "", None, tuple(row.overrides)
-            source = method_class(row.method).fine_tunes_from  # FRL fine-tunes a PGD-AT model
-            if source:
+            after, setting, weights = None, tuple(row.overrides), {}
+            for role, source in _dependencies(row).items():  # FRL/FAAL: a start; ABSLD: a teacher
                 if (source, setting) not in pretrained:
                     base = run_config(plan, MethodRow(source, overrides=row.overrides), seed)
-                    pretrained[source, setting] = add(base, f"pre-trained {paper_label(source, {})}{_suffix(row)}, "
+                    word = "teacher" if role == "teacher" else "pre-trained"
+                    pretrained[source, setting] = add(base, f"{word} {paper_label(source, {})}{_suffix(row)}, "
                                                             f"seed {seed}")
                 after = pretrained[source, setting]
-                init_from = str(RunDir(after.run_dir).last)
-            run = add(run_config(plan, row, seed, init_from=init_from), f"{row.label}, seed {seed}", after)
+                weights[role] = str(RunDir(after.run_dir).last)
+            run = add(run_config(plan, row, seed, **weights), f"{row.label}, seed {seed}", after)
             if not row.params and (row.method, setting) not in pretrained:
                 pretrained[row.method, setting] = run
             cells.append((index, run))
     return list(runs.values()), cells
+
+
+def _dependencies(row: MethodRow) -> dict[str, str]:
+    """{"init_from" | "teacher": the method whose run of the same seed the row's run needs}."""
+    cls = method_class(row.method)
+    out = {"init_from": cls.start_method(row.params)} if cls.fine_tunes_from else {}
+    if cls.teacher_from and "teacher" not in row.params:
+        out["teacher"] = cls.teacher_from
+    return out
 
 
 def _suffix(row: MethodRow) -> str:

@@ -44,3 +44,15 @@ def make_checkpoint(path: Path, cfg: Config, *, seed: int = 0, train_steps: int 
             "image_size": splits.image_size}
     return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1,
                                   "data_info": info})
+
+
+def needed_weights(folder: Path, method: str) -> list[str]:
+    """The `--set`s a method needs to train on synthetic-tiny: a start (FAAL) or a teacher (ABSLD),
+    an untrained cnn checkpoint written to `folder`; [] for the others."""
+    from battui.methods import method_class
+
+    cls = method_class(method)
+    if not (cls.needs_start or cls.teacher_from):
+        return []
+    path = make_checkpoint(folder / "weights.pt", tiny_config())
+    return [f"train.init_from={path}"] if cls.needs_start else [f"method.teacher={path}"]
