@@ -8,7 +8,6 @@ import functools
 from pathlib import Path
 
 import pytest
-import torch
 
 from battui.attacks import pgd
 from battui.config import load_config

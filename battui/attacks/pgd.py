@@ -311,7 +311,7 @@ def pgd(
             prev = cur
             cur = cur + step_a * grad.sign()
             if omega > 0:
-                cur = cur + omega * _take(torch.randn_like(x), idx)  # drawn for the whole batch: same stream for any bucket
+                cur = cur + omega * _take(torch.randn_like(x), idx)  # whole-batch draw: one stream, any bucket
             cur = torch.maximum(torch.minimum(cur, hi_a), lo_a)
 
         if active:
