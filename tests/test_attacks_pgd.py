@@ -108,10 +108,10 @@ def test_pgd_without_random_start_is_deterministic_ce_pgd(problem):
 # ---------------------------------------------------------------- BAT boundary examples
 
 
-def boundary_examples(model, x, y):
+def boundary_examples(model, x, y, bucket=None):
     """Algorithm 1 as BAT runs it: the early-stopped KL attack with the boundary pair recorded."""
     return pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, objective="kl", start="gaussian",
-               stop_after_flip=0, record_boundary=True)
+               stop_after_flip=0, record_boundary=True, bucket=bucket)
 
 
 def test_boundary_examples_match_design_3_1(problem):
@@ -160,25 +160,48 @@ def test_boundary_examples_properties(problem):
     assert (gap <= STEP + 1e-12).all()
 
 
-def test_boundary_examples_spend_no_model_evaluation_on_stopped_samples(problem):
+@pytest.mark.parametrize("bucket", [1, 3])
+def test_boundary_examples_spend_no_model_evaluation_on_stopped_samples(problem, bucket):
     model, x, y = problem
     counted = CountingModel(model)
     torch.manual_seed(7)
-    be = boundary_examples(counted, x, y)
+    be = boundary_examples(counted, x, y, bucket=bucket)
     stf = be.steps_to_flip
     n = x.shape[0]
-    # forward 0: p(x) for the KL target; then iterate k sees exactly the samples
-    # not stopped before k; then one forward on the samples that ran every step
+
+    def size(active: int) -> int:  # the active set in whole buckets, never more than the batch
+        return min(n, math.ceil(active / bucket) * bucket)
+
+    # forward 0: p(x) for the KL target; then iterate k sees the samples not stopped
+    # before k (padded to whole buckets); then one forward on the samples that ran every step
     alive = [int(((stf == -1) | (stf >= k)).sum()) for k in range(STEPS)]
-    expected = [n] + [a for a in alive if a > 0]
+    expected = [n] + [size(a) for a in alive if a > 0]
     survivors = int(((stf == -1) | (stf == STEPS)).sum())
     if survivors:
-        expected.append(survivors)
+        expected.append(size(survivors))
     assert counted.forward_sizes == expected
     # backward passes only for the attacked iterates, of the same sizes
-    assert counted.backward_sizes == [a for a in alive if a > 0]
+    assert counted.backward_sizes == [size(a) for a in alive if a > 0]
     assert sum(counted.forward_sizes) < n * (STEPS + 2)
     assert sum(alive) < n * STEPS  # early stopping saved work on this batch
+
+
+@pytest.mark.parametrize("bucket", [3, 16, None])
+@pytest.mark.parametrize("kind", ["bat", "fat"])
+def test_buckets_do_not_change_the_attack(problem, bucket, kind):
+    """Padding rows are masked out of the loss and every record: any bucket gives exact compaction's results."""
+    model, x, y = problem
+    args = (dict(objective="kl", start="gaussian", stop_after_flip=0, record_boundary=True) if kind == "bat"
+            else dict(objective="ce", start="uniform", stop_after_flip=1, omega=0.01))
+    runs = []
+    for b in (1, bucket):
+        torch.manual_seed(3)
+        runs.append(pgd(model, x, y, eps=EPS, step_size=STEP, steps=STEPS, bucket=b, **args))
+    exact, padded = runs
+    assert (exact.steps_to_flip >= 0).any() and (exact.steps_to_flip == -1).any()
+    for field in ("x_last", "pred_last", "steps_to_flip", "correct_steps", "x_last_correct", "x_first_misclassified"):
+        a, b = getattr(exact, field), getattr(padded, field)
+        assert (a is None and b is None) or torch.equal(a, b), field
 
 
 # ---------------------------------------------------------------- helpers

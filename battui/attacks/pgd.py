@@ -8,8 +8,14 @@ sample, how many steps the attack needed before the model first misclassified
 it (``steps_to_flip``) -- the source-class fairness signal of the BAT paper --
 and the prediction on the returned example (the target-class signal).
 
-Samples that stop leave the batch (active-set compaction): no later forward or
-backward pass includes them. Per-sample records are kept on the device with
+Samples that stop leave the batch (active-set compaction), in buckets: the
+active set shrinks only to a multiple of ``bucket`` rows (16 per 128 samples of
+the batch by default), padded with rows that already stopped, which are masked
+out of the loss and of every record. So a batch of 128 shows the model at most
+8 batch sizes (128, 112, ..., 16) instead of every size from 1 to 128: on CUDA
+each new shape is a fresh cuDNN autotune (``cudnn.benchmark``), and under
+``torch.compile`` a guard to check. ``bucket=1`` compacts exactly (every size).
+Per-sample records are kept on the device with
 ``torch.where`` and index copies, so the loop waits on the host only once per
 step, and only when samples can stop (the ``nonzero`` that compacts the batch).
 The model runs in eval mode during the attack and
@@ -59,9 +65,25 @@ class PGDResult:
     x_first_misclassified: Tensor | None = None
 
 
+def runnable(model: nn.Module) -> nn.Module:
+    """The module inside a DDP/DataParallel wrapper, still compiled if it was (attacks run on it)."""
+    return model._modules.get("module", model)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP/DataParallel wrapper (attacks run on it)."""
-    return getattr(model, "module", model)
+    """The plain model inside any DDP/DataParallel and ``torch.compile`` wrappers (whose
+    ``state_dict`` has the model's own keys, not ``module.`` / ``_orig_mod.`` ones)."""
+    while True:
+        inner = model._modules.get("_orig_mod", model._modules.get("module"))
+        if inner is None:
+            return model
+        model = inner
+
+
+def bucket_rows(batch: int) -> int:
+    """The default bucket of the early-stopping attacks: 16 rows per 128 samples of the batch
+    (at most 8 distinct active-set sizes per batch size)."""
+    return 16 * max(1, -(-batch // 128))
 
 
 @contextmanager
@@ -147,6 +169,7 @@ def pgd(
     precise_start: bool | None = None,
     p0: Tensor | None = None,
     targets: Tensor | None = None,
+    bucket: int | None = None,
 ) -> PGDResult:
     r"""Linf projected gradient ascent, vectorised, with per-sample early stop.
 
@@ -186,11 +209,16 @@ def pgd(
         targets: LongTensor [B] or None (default): a sample with a target class t >= 0 is
             attacked *targeted*, descending CE(f(x^k), t) (ascending -CE), the others with
             the objective (TRIX's mixed attack); steps_to_flip still counts flips away from y.
+        bucket: with ``stop_after_flip``, the active set shrinks only to multiples of
+            this many rows (or stays the whole batch), padded with stopped rows that are
+            masked out; None (default) = ``bucket_rows(B)``, 16 per 128 samples; 1 = exact
+            compaction. The results do not depend on it: rows are independent in eval mode,
+            and ``omega``'s noise is drawn for the whole batch every step.
 
     Host syncs: none without early stop (per-sample records are kept with
     ``torch.where`` and index copies); with ``stop_after_flip`` exactly one per
-    attack step (the ``nonzero`` that shrinks the active set), taken after the
-    step's backward pass has been queued.
+    attack step (the count of active samples that sizes the next bucket), taken
+    after the step's backward pass has been queued.
 
     Example::
 
@@ -203,7 +231,9 @@ def pgd(
         raise ValueError(f"start must be one of {STARTS}, got {start!r}")
     if stop_after_flip is not None and stop_after_flip < 0:
         raise ValueError("stop_after_flip must be None or >= 0")
-    net = unwrap(model)
+    if bucket is not None and bucket < 1:
+        raise ValueError("bucket must be None or >= 1")
+    net = runnable(model)
     x = x.detach()
     y = y.detach()
     b = x.shape[0]
@@ -242,8 +272,11 @@ def pgd(
             with torch.no_grad(), precision(0):
                 p0 = F.softmax(net(x), dim=1)
         # Active set: None = every sample; else the batch positions of the active rows,
-        # and every *_a tensor below holds only those rows.
+        # and every *_a tensor below holds only those rows. live: None = every active row
+        # is attacked; else [rows] bool, False on the stopped rows that pad the bucket.
         idx: Tensor | None = None
+        live: Tensor | None = None
+        rows = bucket_rows(b) if bucket is None else int(bucket)
         active = b > 0
         y_a, lo_a, hi_a, step_a, p0_a, t_a = y, lo, hi, step_b, p0, targets
         budget = None if stop_after_flip is None else torch.full((b,), stop_after_flip, **long)
@@ -254,7 +287,10 @@ def pgd(
                 logits = net(cur)
                 pred = logits.detach().argmax(1)
                 wrong = pred != y_a
-                _put(correct_steps, idx, _take(correct_steps, idx) + (~wrong).long())
+                right = ~wrong
+                if live is not None:
+                    wrong, right = wrong & live, right & live
+                _put(correct_steps, idx, _take(correct_steps, idx) + right.long())
                 stf_a = _take(steps_to_flip, idx)
                 first = wrong & (stf_a == -1)
                 _put(steps_to_flip, idx, torch.where(first, k, stf_a))
@@ -268,27 +304,31 @@ def pgd(
                     budget = budget - (wrong & ~stop).long()
                     _put(x_last, idx, torch.where(_rows(stop, cur), cur.detach(), _take(x_last, idx)))
                     _put(pred_last, idx, torch.where(stop, pred, _take(pred_last, idx)))
-                    keep = ~stop
+                    keep = ~stop if live is None else live & ~stop
                 weight = None if keep is None else keep.to(logits.dtype)
                 loss = _attack_loss(logits, y_a, p0_a, weight, t_a)
                 grad = torch.autograd.grad(loss, cur)[0]
             cur = cur.detach()
             if keep is not None:
-                pos = keep.nonzero().squeeze(1)  # the one host sync of an early-stopping step
-                if pos.numel() == 0:
+                n = int(keep.sum())  # the one host sync of an early-stopping step
+                if n == 0:
                     active = False
                     break
-                if pos.numel() < keep.numel():
+                size = min(b, -(-n // rows) * rows)
+                if size < keep.numel():
+                    # the kept rows (in order), then stopped ones up to the bucket's size
+                    pos = torch.sort((~keep).to(torch.uint8), stable=True).indices[:size]
                     idx = pos if idx is None else idx.index_select(0, pos)
-                    y_a, lo_a, hi_a, step_a, budget, cur, grad = (
-                        t.index_select(0, pos) for t in (y_a, lo_a, hi_a, step_a, budget, cur, grad)
+                    y_a, lo_a, hi_a, step_a, budget, cur, grad, keep = (
+                        t.index_select(0, pos) for t in (y_a, lo_a, hi_a, step_a, budget, cur, grad, keep)
                     )
                     p0_a = None if p0_a is None else p0_a.index_select(0, pos)
                     t_a = None if t_a is None else t_a.index_select(0, pos)
+                live = None if n == size else keep
             prev = cur
             cur = cur + step_a * grad.sign()
             if omega > 0:
-                cur = cur + omega * torch.randn_like(cur)
+                cur = cur + omega * _take(torch.randn_like(x), idx)  # whole-batch draw: one stream, any bucket
             cur = torch.maximum(torch.minimum(cur, hi_a), lo_a)
 
         if active:
@@ -297,8 +337,11 @@ def pgd(
                 pred = net(cur).argmax(1)
             wrong = pred != y_a
             stf_a = _take(steps_to_flip, idx)
-            never = stf_a == -1
+            never = stf_a == -1  # False on the padding rows: they stopped, so they were seen misclassified
             _put(steps_to_flip, idx, torch.where(wrong & never, steps, stf_a))
+            if live is not None:  # the padding rows keep the iterate and prediction they stopped with
+                cur = torch.where(_rows(live, cur), cur, _take(x_last, idx))
+                pred = torch.where(live, pred, _take(pred_last, idx))
             _put(x_last, idx, cur)
             _put(pred_last, idx, pred)
             if record_boundary:

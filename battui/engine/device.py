@@ -27,3 +27,8 @@ def resolve_device(spec: str = "auto") -> tuple[torch.device, str]:
     elif dev.type != "cpu":
         raise UserError(f"unsupported device '{spec}'; use auto, cpu, cuda or cuda:N")
     return dev, f"device {dev}"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA device computes bf16 natively (compute capability 8.0+, Ampere and newer)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)

@@ -89,9 +89,35 @@ def _flag(value: str | bool, on_cuda: bool, key: str) -> bool:
     raise UserError(f"{key} must be auto, true or false, got {value!r}")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(value: str | bool, device: torch.device) -> str:
+    """`train.amp` -> the training precision, "bf16" (autocast) or "fp32".
+
+    auto: bf16 on a CUDA device with native bf16 (compute capability 8.0 or newer: A100,
+    RTX 30xx, H100, ...), else fp32. On older GPUs (V100, T4) bf16 is emulated (slower than
+    fp32) or fails at the first batch; fp16 with a gradient scaler is not offered, because
+    the attacks' input gradients (`torch.autograd.grad` inside `pgd`, which a scaler does not
+    cover) would underflow in fp16 and their sign() would turn to 0. true asks for bf16 and
+    is refused on such a GPU; false is fp32. The CPU runs fp32 unless true.
+    """
+    from battui.engine.device import native_bf16
+
+    cuda = device.type == "cuda"
+    if str(value).strip().lower() == "auto":
+        return "bf16" if cuda and native_bf16(device) else "fp32"
+    if not _flag(value, cuda, "train.amp"):
+        return "fp32"
+    if cuda and not native_bf16(device):
+        raise UserError(f"train.amp=true asks for bf16, which {device} has no native support for "
+                        "(compute capability below 8.0); use train.amp=auto (fp32 there) or false")
+    return "bf16"
+
+
 @dataclass
 class SpeedSettings:
-    amp: bool = False  # bf16 autocast
+    precision: str = "fp32"  # "bf16" = bf16 autocast in training (`resolve_precision`)
     channels_last: bool = False
     compile: bool = False
     device_type: str = "cpu"
@@ -99,9 +125,14 @@ class SpeedSettings:
     @classmethod
     def resolve(cls, train: TrainConfig, device: torch.device) -> SpeedSettings:
         cuda = device.type == "cuda"
-        amp = _flag(train.amp, cuda, "train.amp")
-        return cls(amp=amp, channels_last=_flag(train.channels_last, cuda, "train.channels_last"),
+        return cls(precision=resolve_precision(train.amp, device),
+                   channels_last=_flag(train.channels_last, cuda, "train.channels_last"),
                    compile=bool(train.compile), device_type=device.type)
+
+    @property
+    def amp(self) -> bool:
+        """Whether training runs under bf16 autocast."""
+        return self.precision == "bf16"
 
     def autocast(self) -> AbstractContextManager:
         if not self.amp:
@@ -110,6 +141,24 @@ class SpeedSettings:
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model to run: itself, or `torch.compile`d (`compile_model`)."""
+        return compile_model(model) if self.compile else model
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests count recompilations with "eager", no codegen)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile(model)` with a dynamic batch dimension from the first call.
+
+    The model sees a few batch sizes (the batch, the epoch's last one, the early-stopping
+    attacks' buckets, the evaluation's) in three modes (the attack: eval mode with an input
+    gradient; p(x) and predictions: eval mode without grad; the loss: train mode): compiled
+    for each mode once, with a symbolic batch size, it never recompiles after the first epoch.
+    """
+    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=True)
 
 
 SMALL_INPUT = 256  # values per image (digits: 64, synthetic-tiny: 192); CIFAR has 3072

@@ -150,7 +150,7 @@ class Trainer:
         self.model.to(self.device)
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.run_model = torch.compile(self.model) if self.speed.compile else self.model
+        self.run_model = self.speed.compiled(self.model)
         self.step_module = distributed.wrap_for_training(self.run_model, self.method, self.dist, self.device)
         self.optimizer = build_optimizer(cfg.train, self.model.parameters())
         self.scheduler = build_scheduler(cfg.train, self.optimizer)

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 from battui.methods.classwise import accumulator_dtype
 
 TEMPERATURES = ("code", "separate")
@@ -155,7 +155,7 @@ class ABSLD(Method):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         q_adv, q_nat = self.soft_labels(x, y)
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                   objective="kl", start="gaussian", xi=self.xi, p0=q_adv)
         model.train()
         logits_adv, logits = model(res.x_last), model(x)

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import unwrap as unwrap  # the methods import it from here with their records
+from battui.attacks import runnable as runnable  # the methods import both from here with their records
+from battui.attacks import unwrap as unwrap
 
 
 @dataclass

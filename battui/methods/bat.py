@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import kl_logits, kl_uniform, pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 
 TARGETS = ("clean", "adv", "fixed_adv")
 
@@ -95,7 +95,7 @@ class BAT(Method):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         # the early-stopped attack is Algorithm 1's boundary examples (docs/DESIGN.md section 3.1)
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                   objective="kl", start="gaussian", xi=self.xi,
                   stop_after_flip=0 if self.early_stop else None, record_boundary=True)
         x_clean, x_adv = res.x_last_correct, res.x_first_misclassified

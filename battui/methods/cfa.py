@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable, unwrap
 from battui.methods.classwise import accumulator_dtype, add_batch, resumed_sums, saved_sums, trades_terms
 
 
@@ -168,7 +168,7 @@ class CFA(Method):
         return None if self.fawa is None else dict(self.fawa)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = unwrap(model)
+        net = runnable(model)
         k = self.num_classes
         hits = seen = None
         for x, y in val_batches:

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from battui.attacks import PGDResult, class_sums, kl_logits, pgd, sum_over_ranks
 from battui.attacks.losses import ranks_joined
-from battui.methods.base import unwrap
 
 
 def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, step_size: float | Tensor,
@@ -25,7 +24,7 @@ def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor,
     Returns (attack result, adversarial logits, per-sample CE(f(x), y) [B],
     per-sample KL(p(x) || p(x_adv)) [B]); gradients flow into both logits.
     """
-    res = pgd(unwrap(model), x, y, eps=eps, step_size=step_size, steps=steps,
+    res = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
               objective="kl", start="gaussian", xi=xi, p0=p0, targets=targets)
     model.train()
     logits = model(x)

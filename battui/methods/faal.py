@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, kl_logits, pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 from battui.methods.classwise import accumulator_dtype
 
 LOSSES = ("at", "trades")
@@ -125,7 +125,7 @@ class FAAL(Method):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         trades = self.loss_kind == "trades"
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                   objective="kl" if trades else "ce", start="gaussian" if trades else "uniform", xi=self.xi)
         model.train()
         logits_adv = model(res.x_last)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 
 
 class FAT(Method):
@@ -59,7 +59,7 @@ class FAT(Method):
         self.tau = self.tau_schedule[sum(done > m for m in self.tau_milestones)]
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size,
                   steps=self.steps, objective="ce", start="uniform",
                   stop_after_flip=self.tau, omega=self.omega)
         model.train()

@@ -57,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable
 from battui.methods.classwise import accumulator_dtype
 
 
@@ -141,7 +141,7 @@ class FRL(Method):
         self.end_epoch(model, val_batches)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = unwrap(model)
+        net = runnable(model)
         k = self.num_classes
         sums = None  # [3, K]: per class samples, clean wrong, boundary wrong
         for x, y in val_batches:
@@ -166,7 +166,7 @@ class FRL(Method):
         eps_c = self.on_device("eps", lams, x, lambda: self.eps_per_class)
         step = self.on_device("step", lams, x, lambda: self.eps_per_class.max() / 4)
         w0, w1 = (self.on_device(f"w{i}", lams, x, lambda i=i: self.weights[i])[y] for i in (0, 1))
-        res = pgd(unwrap(model), x, y, eps=eps_c[y], step_size=step,
+        res = pgd(model, x, y, eps=eps_c[y], step_size=step,
                   steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
         model.train()
         logits = model(x)

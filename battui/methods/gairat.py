@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 
 
 def gair_weights(kappa: Tensor, steps: int, lam: float, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -60,7 +60,7 @@ class GAIRAT(Method):
         self.reweight = (epoch + 1) >= self.warmup * total_epochs
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size,
                   steps=self.steps, objective="ce", start="uniform")
         model.train()
         ce = F.cross_entropy(model(res.x_last), y, reduction="none")

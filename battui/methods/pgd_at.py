@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 
 
 class PGDAT(Method):
@@ -35,7 +35,7 @@ class PGDAT(Method):
     label = "PGD-AT"
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size,
                   steps=self.steps, objective="ce", start="uniform")
         model.train()
         loss = F.cross_entropy(model(res.x_last), y)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import kl_logits, pgd
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
 
 
 class TRADES(Method):
@@ -50,7 +50,7 @@ class TRADES(Method):
         self.xi = float(xi)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size,
                   steps=self.steps, objective="kl", start="gaussian", xi=self.xi)
         model.train()
         logits = model(x)

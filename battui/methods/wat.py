@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable
 from battui.methods.classwise import accumulator_dtype, trades_terms
 
 
@@ -83,7 +83,7 @@ class WAT(Method):
                 "w_max": float(w[:-1].max()), "w_min": float(w[:-1].min()), "w_avg_expert": float(w[-1])}
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = unwrap(model)
+        net = runnable(model)
         k = self.num_classes
         sums = seen = hits = None
         for x, y in val_batches:
