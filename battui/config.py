@@ -62,7 +62,7 @@ class AttackConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "pgd-at"  # one of battui.methods.METHODS (`battui train --help` lists them)
+    name: str = "pgd-at"  # a built-in or entry-point method, or module:Class (`battui methods` lists them)
     params: dict = field(default_factory=dict)  # method-specific (beta, alpha, tau, ...)
 
 
@@ -228,12 +228,21 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     raise UserError(f"{key} must be {want}, got {value!r}")
 
 
-def _method_defaults(name: str) -> dict:
-    from battui.methods import METHODS, method_params
+def check_method_name(name: str, where: str = "") -> None:
+    """A built-in or entry-point method name, or `module:Class`; else a one-line UserError with a suggestion."""
+    from battui.methods import MethodError, available_methods
 
-    if name not in METHODS:
-        raise UserError(f"unknown method '{name}'{_suggest(name, METHODS)}; methods: {', '.join(METHODS)}")
-    return method_params(name)
+    names = available_methods()
+    if ":" not in name and name not in names:
+        raise MethodError(f"{where}unknown method '{name}'{_suggest(name, names)}; methods: {', '.join(names)}, "
+                        "or module:Class (`battui methods` lists them)")
+
+
+def _method_defaults(name: str) -> dict:
+    from battui.methods import method_params
+
+    check_method_name(name)
+    return method_params(name)  # a module:Class that does not import or is no Method: MethodError, one line
 
 
 def _set_key(cfg: Config, dotted: str, value: Any) -> None:
