@@ -29,14 +29,15 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | imagenette | fashion-mnist
-    root: str = "data"  # where cifar10/cifar100/imagenette live on disk
-    download: bool = False  # cifar only: fetch through torchvision when missing
+    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | imagenette | fashion-mnist | svhn | stl10
+    #                       | tiny-imagenet | folder (battui.data.DATASETS)
+    root: str = "data"  # where the dataset's files live on disk (folder: the tree with train/ and val/ or test/)
+    download: bool = False  # fetch through torchvision when missing (cifar, imagenette, fashion-mnist, svhn, stl10)
     classes: list | None = None  # keep only these classes (indices or names), Table 4
     val_per_class: int = 20  # held out of the training set, stratified
     train_per_class: int = 0  # train on a stratified subset of this many images per class (0 = all)
     test_fraction: float = 0.25  # digits/synthetic only: they have no official test split
-    image_size: int = 0  # imagenette resize / synthetic side; 0 = the dataset's own size
+    image_size: int = 0  # resize (imagenette, tiny-imagenet, folder decode at it) / synthetic side; 0 = own size
     channels: int = 3  # synthetic only
     per_class: int = 60  # synthetic only: images per class before the splits
     augment: bool = False  # random crop (pad 4) + horizontal flip on the training split
