@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,27 @@ def test_paper_presets_follow_their_sources(tmp_path):
     svhn_lr = EpochSchedule(svhn.train)
     assert [svhn.train.lr * svhn_lr(e) for e in range(200)] == pytest.approx([rice_lr(e) for e in range(200)])
     assert not svhn.data.augment and build_datasets(svhn.data, seed=0).num_classes == 10
+
+
+def test_svhn_download_fetches_both_splits_through_torchvision(tmp_path, monkeypatch):
+    import torchvision
+
+    source = write_svhn(tmp_path / "source")
+    calls = []
+
+    def fake_svhn(root, split="train", download=False):  # writes where torchvision would
+        calls.append((split, download))
+        name = f"{split}_32x32.mat"
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / name).write_bytes((source / name).read_bytes())
+
+    monkeypatch.setattr(torchvision.datasets, "SVHN", fake_svhn)
+    splits = build_datasets(cfg(name="svhn", root=str(tmp_path / "data"), download=True, val_per_class=0))
+    assert calls == [("train", True), ("test", True)] and len(splits.test) == 20
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable\nretry later")
+
+    monkeypatch.setattr(torchvision.datasets, "SVHN", offline)
+    with pytest.raises(UserError, match="could not download SVHN into .*: network unreachable retry later"):
+        build_datasets(cfg(name="svhn", root=str(tmp_path / "empty"), download=True))

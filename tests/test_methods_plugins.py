@@ -136,9 +136,18 @@ def test_every_built_in_method_passes_the_contract_checks():
         assert [c.name for c in check_method(name) if not c.ok] == [], name
 
 
-def test_methods_command_lists_and_checks(site, capsys):
+def test_methods_command_lists_and_checks(site, capsys, monkeypatch):
+    from battui.cli.app import console
+
+    monkeypatch.setattr(console, "width", 250)  # table cells on one line each
+    broken = site / "broken-0.2.dist-info"  # an installed package whose entry point no longer imports
+    broken.mkdir()
+    (broken / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.2\n")
+    (broken / "entry_points.txt").write_text("[battui.methods]\nbroken-loss = gone.module:Loss\n")
     code, out, _ = run_cli(capsys, "methods")
-    assert code == 0 and "ext-ce" in out and "extpkg 0.1" in out and "pgd-at" in out
+    flat = " ".join(out.split())
+    assert code == 0 and "ext-ce" in out and "extpkg 0.1" in flat and "pgd-at" in out
+    assert "broken-loss" in out and "No module named 'gone'" in flat  # listed, with why, not hiding the rest
     code, out, _ = run_cli(capsys, "methods", "extpkg.losses:KLLoss")
     assert code == 0 and "beta=1" in out and "module" in out
     code, out, _ = run_cli(capsys, "methods", "ext-ce", "--check")

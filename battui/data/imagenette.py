@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from battui.data.fetch import find_or_fetch
 from battui.data.images import class_folders, decoded_pools, labelled_files
 from battui.data.splits import Pool
 from battui.errors import UserError
@@ -46,23 +47,11 @@ def _find(root: Path) -> Path | None:
     return None
 
 
-def _download(root: Path) -> None:
-    import torchvision
-
-    try:
-        torchvision.datasets.Imagenette(str(root), split="train", size="160px", download=True)
-    except Exception as exc:  # network errors come in many types
-        raise UserError(f"could not download ImageNette into {root}: {exc}".replace("\n", " ")) from None
-
-
 def load_imagenette_pools(root: str | Path, size: int = 0, download: bool = False) -> tuple[Pool, Pool]:
     """(train pool, official val pool as test) decoded at `size` (64 when 0); UserError when missing."""
     root = Path(root).expanduser()
     size = size or DEFAULT_SIZE
-    where = _find(root)
-    if where is None and download:
-        _download(root)
-        where = _find(root)
+    where = find_or_fetch(root, _find, download, "ImageNette", "Imagenette", {"split": "train", "size": "160px"})
     if where is None:
         looked = ", ".join(str(root / f) if f else str(root) for f in FOLDERS[:3])
         raise UserError(

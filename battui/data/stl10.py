@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from battui.data.fetch import find_or_fetch
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -37,15 +38,6 @@ def _find(root: Path) -> Path | None:
     return None
 
 
-def _download(root: Path) -> None:
-    import torchvision
-
-    try:
-        torchvision.datasets.STL10(str(root), split="train", download=True)
-    except Exception as exc:  # network errors come in many types
-        raise UserError(f"could not download STL-10 into {root}: {exc}".replace("\n", " ")) from None
-
-
 def _read(where: Path, split: str, classes: list[str]) -> Pool:
     raw = np.fromfile(where / f"{split}_X.bin", dtype=np.uint8)
     labels = np.fromfile(where / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
@@ -61,10 +53,7 @@ def _read(where: Path, split: str, classes: list[str]) -> Pool:
 def load_stl10_pools(root: str | Path, download: bool = False) -> tuple[Pool, Pool]:
     """(5k train pool, 8k official test pool) at 96x96; UserError when missing or unreadable."""
     root = Path(root).expanduser()
-    where = _find(root)
-    if where is None and download:
-        _download(root)
-        where = _find(root)
+    where = find_or_fetch(root, _find, download, "STL-10", "STL10", {"split": "train"})  # unpacks train and test
     if where is None:
         raise UserError(f"STL-10 not found: looked for {', '.join(FILES)} in {root / FOLDERS[0]} and {root}; "
                         f"unpack stl10_binary.tar.gz from {URL} there (or fetch it with --set data.download=true) "

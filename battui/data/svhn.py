@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from battui.data.fetch import find_or_fetch
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -33,16 +34,6 @@ def _find(root: Path) -> Path | None:
         if all((where / f).is_file() for f in FILES.values()):
             return where
     return None
-
-
-def _download(root: Path) -> None:
-    import torchvision
-
-    try:
-        for split in FILES:
-            torchvision.datasets.SVHN(str(root), split=split, download=True)
-    except Exception as exc:  # network errors come in many types
-        raise UserError(f"could not download SVHN into {root}: {exc}".replace("\n", " ")) from None
 
 
 def read_svhn_mat(path: Path) -> Pool:
@@ -65,10 +56,7 @@ def read_svhn_mat(path: Path) -> Pool:
 def load_svhn_pools(root: str | Path, download: bool = False) -> tuple[Pool, Pool]:
     """(train pool, official test pool); UserError when the files are missing or unreadable."""
     root = Path(root).expanduser()
-    where = _find(root)
-    if where is None and download:
-        _download(root)
-        where = _find(root)
+    where = find_or_fetch(root, _find, download, "SVHN", "SVHN", *({"split": split} for split in FILES))
     if where is None:
         looked = ", ".join(str(root / f) if f else str(root) for f in FOLDERS[:2])
         raise UserError(f"SVHN not found: looked for {FILES['train']} and {FILES['test']} in {looked}; "
