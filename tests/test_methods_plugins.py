@@ -112,7 +112,7 @@ def test_entry_points_and_module_names_resolve(site):
             method_class(name)
 
 
-def test_contract_checks_pass_a_good_method_and_name_what_a_broken_one_breaks(site):
+def test_contract_checks_pass_a_good_method_and_name_what_a_broken_one_breaks(site, one_thread):
     assert all(c.ok for c in check_method("extpkg.losses:KLLoss", beta=2.0))
     assert all(c.ok for c in check_method("ext-ce"))
     from extpkg.losses import PlainCE
@@ -131,12 +131,12 @@ def test_contract_checks_pass_a_good_method_and_name_what_a_broken_one_breaks(si
         check_method(dict)
 
 
-def test_every_built_in_method_passes_the_contract_checks():
+def test_every_built_in_method_passes_the_contract_checks(one_thread):
     for name in METHODS:
         assert [c.name for c in check_method(name) if not c.ok] == [], name
 
 
-def test_methods_command_lists_and_checks(site, capsys, monkeypatch):
+def test_methods_command_lists_and_checks(site, capsys, monkeypatch, one_thread):
     from battui.cli.app import console
 
     monkeypatch.setattr(console, "width", 250)  # table cells on one line each
@@ -185,7 +185,7 @@ def test_external_methods_train_resume_and_fill_a_table(tmp_path, one_thread):
         load_checkpoint(runs / "ep" / "checkpoints" / "last.pt")
 
 
-def test_bad_method_names_are_one_line_before_anything_is_written(tmp_path):
+def test_bad_method_names_are_one_line_before_anything_is_written(tmp_path, one_thread):
     site = write_package(tmp_path / "site")
     runs = tmp_path / "runs"
     common = ["--preset", "synthetic-tiny", "--headless", "--set", f"run.root={runs}"]
