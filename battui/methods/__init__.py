@@ -20,6 +20,7 @@ from typing import Any
 
 from battui.attacks import PGDResult, class_sums, kl_logits, kl_uniform, pgd, sum_over_ranks
 from battui.methods.base import AttackRecord, LossParts, Method, MethodOutput, float_parts, unwrap
+from battui.methods.contract import ContractCheck, assert_method_contract, check_method
 from battui.methods.plugins import MethodError, MethodSource, entry_points, resolve_external
 
 # The registry: one line per method, "module:Class" in battui/methods/, in the order help and tables list them.
@@ -132,8 +133,6 @@ def method_from_config(cfg: Any, num_classes: int) -> Method:
     except (ValueError, TypeError) as exc:
         raise UserError(f"method {cfg.method.name}: {exc}") from None
 
-
-from battui.methods.contract import ContractCheck, assert_method_contract, check_method  # noqa: E402  (uses the above)
 
 __all__ = ["METHODS", "AttackRecord", "ContractCheck", "LossParts", "Method", "MethodError", "MethodOutput",
            "MethodSource", "PGDResult", "assert_method_contract", "available_methods", "build_method", "check_method",
