@@ -29,14 +29,15 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | imagenette | fashion-mnist
-    root: str = "data"  # where cifar10/cifar100/imagenette live on disk
-    download: bool = False  # cifar only: fetch through torchvision when missing
+    name: str = "digits"  # digits | synthetic | cifar10 | cifar100 | imagenette | fashion-mnist | svhn | stl10
+    #                       | tiny-imagenet | folder (battui.data.DATASETS)
+    root: str = "data"  # where the dataset's files live on disk (folder: the tree with train/ and val/ or test/)
+    download: bool = False  # fetch through torchvision when missing (cifar, imagenette, fashion-mnist, svhn, stl10)
     classes: list | None = None  # keep only these classes (indices or names), Table 4
     val_per_class: int = 20  # held out of the training set, stratified
     train_per_class: int = 0  # train on a stratified subset of this many images per class (0 = all)
     test_fraction: float = 0.25  # digits/synthetic only: they have no official test split
-    image_size: int = 0  # imagenette resize / synthetic side; 0 = the dataset's own size
+    image_size: int = 0  # resize (imagenette, tiny-imagenet, folder decode at it) / synthetic side; 0 = own size
     channels: int = 3  # synthetic only
     per_class: int = 60  # synthetic only: images per class before the splits
     augment: bool = False  # random crop (pad 4) + horizontal flip on the training split
@@ -62,7 +63,7 @@ class AttackConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "pgd-at"  # one of battui.methods.METHODS (`battui train --help` lists them)
+    name: str = "pgd-at"  # a built-in or entry-point method, or module:Class (`battui methods` lists them)
     params: dict = field(default_factory=dict)  # method-specific (beta, alpha, tau, ...)
 
 
@@ -228,12 +229,21 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     raise UserError(f"{key} must be {want}, got {value!r}")
 
 
-def _method_defaults(name: str) -> dict:
-    from battui.methods import METHODS, method_params
+def check_method_name(name: str, where: str = "") -> None:
+    """A built-in or entry-point method name, or `module:Class`; else a one-line UserError with a suggestion."""
+    from battui.methods import MethodError, available_methods
 
-    if name not in METHODS:
-        raise UserError(f"unknown method '{name}'{_suggest(name, METHODS)}; methods: {', '.join(METHODS)}")
-    return method_params(name)
+    names = available_methods()
+    if ":" not in name and name not in names:
+        raise MethodError(f"{where}unknown method '{name}'{_suggest(name, names)}; methods: {', '.join(names)}, "
+                        "or module:Class (`battui methods` lists them)")
+
+
+def _method_defaults(name: str) -> dict:
+    from battui.methods import method_params
+
+    check_method_name(name)
+    return method_params(name)  # a module:Class that does not import or is no Method: MethodError, one line
 
 
 def _set_key(cfg: Config, dotted: str, value: Any) -> None:

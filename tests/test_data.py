@@ -9,7 +9,7 @@ import torch
 
 from battui.config import DataConfig
 from battui.data import ArraySplit, Batches, DataSplits, build_datasets, crop_flip
-from battui.data import imagenette as imagenette_module
+from battui.data import images as images_module
 from battui.data.synthetic import make_synthetic_pool
 from battui.errors import UserError
 from tests.support.dataset_files import (
@@ -236,7 +236,7 @@ def test_imagenette_folders_readable_names_resize_and_cache(tmp_path, monkeypatc
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although a valid cache exists")
 
-    monkeypatch.setattr(imagenette_module, "_decode", no_decoding)
+    monkeypatch.setattr(images_module, "decode_images", no_decoding)
     cached = build_datasets(config)
     assert torch.equal(cached.train.images, splits.train.images)
     # A changed file list invalidates the cache.

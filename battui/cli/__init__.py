@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from battui.cli import export, presets, report, runs, train, watch  # noqa: F401  (each registers its commands)
+from battui.cli import export, methods, presets, report, runs, train, watch  # noqa: F401  (each registers its commands)
 from battui.cli.app import app, err_console
 from battui.errors import UserError
 from battui.figures import cli as _figures_cli  # noqa: F401  (registers `battui figures`)

@@ -21,7 +21,7 @@ import typer
 
 from battui.cli import sweep as sweep_options
 from battui.cli.app import DEVICE_HELP, SET_HELP, app, console, err_console
-from battui.methods import METHODS
+from battui.methods import available_methods
 from battui.report.formats import emit, resolve_format
 from battui.report.output import check_output
 
@@ -210,8 +210,8 @@ def table_command(
     preset: str = typer.Option("digits-cnn", "--preset", "-p", help="The preset every run starts from."),
     methods: str = typer.Option(
         "pgd-at,trades:beta=1,trades:beta=6,frl,fat,gairat,bat", "--methods",
-        help=f"Comma-separated rows of {', '.join(METHODS[:-1])} or {METHODS[-1]}; "
-             "parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07).",
+        help=f"Comma-separated rows of {', '.join(available_methods())} or module:Class; "
+             "parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07,my_pkg.losses:MyLoss:beta=2).",
     ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
     ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),

@@ -27,7 +27,7 @@ from battui.engine.signals import exit_code, handle_signals
 from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
 from battui.engine.trainer import Trainer
 from battui.errors import UserError
-from battui.methods import METHODS
+from battui.methods import available_methods
 
 
 def _overrides(set_: list[str], method: str | None, epochs: int | None, device: str | None,
@@ -99,7 +99,9 @@ def train_command(
                                help="Preset name (see `battui presets`) or a path to a YAML config."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     method: str = typer.Option(None, "--method", "-m",
-                               help=f"Training method: {', '.join(METHODS)} (= --set method.name=M).",
+                               help=f"Training method: {', '.join(available_methods())}, or module:Class (a "
+                                    "battui.methods.Method subclass of your own); `battui methods` lists their "
+                                    "parameters (= --set method.name=M).",
                                show_default="the preset's"),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Number of epochs (= --set train.epochs=N).",
                                show_default="the preset's"),

@@ -8,7 +8,9 @@
 Datasets (`data.name`): digits (scikit-learn's bundled 8x8 digits, the default),
 synthetic (generated, classes of unequal difficulty), cifar10, cifar100
 (python-pickle release under `data.root`), imagenette (fastai folder layout),
-fashion-mnist (IDX files under `data.root` or Debian's /usr/share/datasets).
+fashion-mnist (IDX files under `data.root` or Debian's /usr/share/datasets), svhn
+(torchvision's .mat files), stl10 (its binary release), tiny-imagenet (the release's
+folders and val annotations) and folder (any train/ + val/ or test/ class-folder tree).
 `data.classes` keeps a subset of classes (indices or names; labels become
 0..k-1 in the order given). `val_per_class` images per class are held out of
 the training set (0 = no val split; the engine then validates on test);
@@ -22,7 +24,8 @@ from battui.data.batches import Batches, crop_flip
 from battui.data.splits import ArraySplit, DataSplits, Pool, assemble
 from battui.errors import UserError
 
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenette", "fashion-mnist")
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenette", "fashion-mnist", "svhn", "stl10",
+            "tiny-imagenet", "folder")
 
 __all__ = ["DATASETS", "ArraySplit", "Batches", "DataSplits", "build_datasets", "crop_flip"]
 
@@ -52,6 +55,22 @@ def _pools(cfg, seed: int) -> tuple[Pool, Pool | None]:
         from battui.data.fashion_mnist import load_fashion_mnist_pools
 
         return load_fashion_mnist_pools(cfg.root, download=cfg.download)
+    if cfg.name == "svhn":
+        from battui.data.svhn import load_svhn_pools
+
+        return load_svhn_pools(cfg.root, download=cfg.download)
+    if cfg.name == "stl10":
+        from battui.data.stl10 import load_stl10_pools
+
+        return load_stl10_pools(cfg.root, download=cfg.download)
+    if cfg.name == "tiny-imagenet":
+        from battui.data.tiny_imagenet import load_tiny_imagenet_pools
+
+        return load_tiny_imagenet_pools(cfg.root, cfg.image_size)
+    if cfg.name == "folder":
+        from battui.data.folder import load_folder_pools
+
+        return load_folder_pools(cfg.root, cfg.image_size)
     raise UserError(f"unknown dataset '{cfg.name}'; datasets: {', '.join(DATASETS)}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from battui.data.fetch import find_or_fetch
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -46,16 +47,6 @@ def _find(root: Path, name: str) -> Path | None:
     return None
 
 
-def _download(root: Path, name: str) -> None:
-    import torchvision
-
-    pretty, tv_class = LAYOUT[name][6], LAYOUT[name][7]
-    try:
-        getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
-    except Exception as exc:  # network errors come in many types
-        raise UserError(f"could not download {pretty} into {root}: {exc}".replace("\n", " ")) from None
-
-
 def _read(files: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for path in files:
@@ -69,10 +60,7 @@ def load_cifar_pools(root: str | Path, name: str, download: bool = False) -> tup
     """(train pool, official test pool) for "cifar10" or "cifar100"; UserError when missing."""
     root = Path(root).expanduser()
     folder, train_files, test_file, meta_file, label_key, names_key, pretty, _ = LAYOUT[name]
-    where = _find(root, name)
-    if where is None and download:
-        _download(root, name)
-        where = _find(root, name)
+    where = find_or_fetch(root, lambda r: _find(r, name), download, pretty, LAYOUT[name][7], {"train": True})
     if where is None:
         raise UserError(
             f"{pretty} not found: looked for {root / folder}/ ({', '.join([train_files[0], test_file])}, ...); "

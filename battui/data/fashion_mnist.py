@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from battui.data.fetch import find_or_fetch
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -82,15 +83,6 @@ def find_fashion_mnist(root: str | Path) -> Path | None:
     return None
 
 
-def _download(root: Path) -> None:
-    import torchvision
-
-    try:
-        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)  # fetches train and t10k
-    except Exception as exc:  # network errors come in many types
-        raise UserError(f"could not download Fashion-MNIST into {root}: {exc}".replace("\n", " ")) from None
-
-
 def _read_pair(where: Path, split: str) -> Pool:
     images_stem, labels_stem = FILES[split]
     images, labels = read_idx(_file(where, images_stem)), read_idx(_file(where, labels_stem))
@@ -105,10 +97,7 @@ def _read_pair(where: Path, split: str) -> Pool:
 def load_fashion_mnist_pools(root: str | Path, download: bool = False) -> tuple[Pool, Pool]:
     """(60k train pool, 10k official test pool); UserError when the files are missing or unreadable."""
     root = Path(root).expanduser()
-    where = find_fashion_mnist(root)
-    if where is None and download:
-        _download(root)
-        where = find_fashion_mnist(root)
+    where = find_or_fetch(root, find_fashion_mnist, download, "Fashion-MNIST", "FashionMNIST", {"train": True})
     if where is None:
         looked = ", ".join(str(root / f) if f else str(root) for f in FOLDERS)
         raise UserError(

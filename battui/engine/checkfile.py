@@ -145,6 +145,7 @@ def _tensor_dict(value: Any) -> bool:
 def check_battui_payload(ckpt: Any, path: Path) -> None:
     """`ckpt` is a battui checkpoint with a usable config, weights and data_info; else a one-line UserError."""
     from battui.config import config_from_dict
+    from battui.methods.plugins import MethodError, describe_record
 
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; {PICK}")
@@ -165,6 +166,10 @@ def check_battui_payload(ckpt: Any, path: Path) -> None:
         raise UserError(f"{damaged} holds no model weights; it is damaged or was not written by battui; {PICK}")
     try:
         config_from_dict(ckpt["config"])
+    except MethodError as exc:  # a method from outside battui that is not installed here (docs/DESIGN.md 3.7)
+        where = describe_record(ckpt.get("method_source"))
+        raise UserError(f"{path} was trained with a method that is not available here"
+                        f"{f' ({where})' if where else ''}: {exc}") from None
     except UserError as exc:
         raise UserError(f"{damaged} its config is unusable ({exc}); {PICK}") from None
     info = ckpt.get("data_info")

@@ -31,6 +31,7 @@ from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import other_holder, taken
 from battui.errors import UserError
+from battui.methods import method_slug
 
 
 def seed_everything(seed: int) -> None:
@@ -113,7 +114,7 @@ def new_run_dir(cfg: Config) -> Path:
             raise UserError(f"run directory {path} already holds a run; continue it with --resume {path} "
                             "or choose another --run-name")
         return path
-    stem = f"{cfg.preset}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{cfg.preset}-{method_slug(cfg.method.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = root / stem, 2
     while path.exists():
         path, n = root / f"{stem}-{n}", n + 1

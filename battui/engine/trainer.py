@@ -58,7 +58,7 @@ from battui.engine.setup import (
     tune_cpu_threads,
 )
 from battui.errors import UserError
-from battui.methods import method_from_config
+from battui.methods import method_from_config, method_source
 
 
 class Trainer:
@@ -250,6 +250,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "method_state": self.method.state_dict(), "rng": runs.rng_state(),
             "best_metric": self.best_metric, "epoch_progress": progress,
+            "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
         }
 
     def _checkpoint_bytes(self) -> int:

@@ -88,15 +88,22 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 def parse_methods(text: str) -> list[MethodRow]:
-    """`pgd-at,trades:beta=1,trades:beta=6,frl:tau=0.07` -> rows (params after `:`, `k=v`, YAML values)."""
+    """`pgd-at,trades:beta=1,trades:beta=6,frl:tau=0.07` -> rows (params after `:`, `k=v`, YAML values);
+    a method from outside battui is `my_pkg.losses:MyLoss:beta=2` or its entry-point name."""
+    from battui.config import check_method_name
     from battui.methods import METHODS, method_params
 
     rows = []
     for item in _split_top(text, ","):
         name, *assignments = _split_top(item, ":")
-        name = name.lower()
-        if name not in METHODS:
-            raise UserError(f"--methods: unknown method '{name}'; methods: {', '.join(METHODS)}")
+        if assignments and "=" not in assignments[0]:  # my_pkg.losses:MyLoss[:k=v...]
+            name = f"{name}:{assignments.pop(0)}"
+        name = name.lower() if name.lower() in METHODS else name
+        check_method_name(name, "--methods: ")
+        try:
+            method_params(name)
+        except UserError as exc:
+            raise UserError(f"--methods: {exc}") from None
         params: dict[str, Any] = {}
         for assignment in assignments:
             if "=" not in assignment:

@@ -38,7 +38,7 @@ from battui.engine.events import RunStatus
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid
 from battui.errors import UserError
-from battui.methods import method_class, paper_label
+from battui.methods import method_class, method_slug, paper_label
 from battui.report.launch_settings import LaunchSettings
 from battui.report.launchers import check_launcher, live_job, make_launcher, worker_command
 from battui.report.progress import JobState, Snapshot, TableProgress
@@ -70,7 +70,7 @@ def run_name(cfg: Config) -> str:
     """`<preset>-<method>-s<seed>-<8 hex of the resolved config>`: the same run always gets the same folder."""
     digest = hashlib.sha256(json.dumps(_normalized(cfg), sort_keys=True).encode()).hexdigest()[:8]
     preset = re.sub(r"[^\w.-]+", "_", Path(cfg.preset).stem if cfg.preset.endswith((".yaml", ".yml")) else cfg.preset)
-    return f"{preset}-{cfg.method.name}-s{cfg.train.seed}-{digest}"
+    return f"{preset}-{method_slug(cfg.method.name)}-s{cfg.train.seed}-{digest}"
 
 
 def plan_table(plan: TablePlan) -> tuple[list[PlannedRun], list[tuple[int, PlannedRun]]]:

@@ -98,11 +98,12 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
 
 
 
-def run_many(argvs: list[list[str]], cwd: Path, tmp: Path) -> list[Result]:
-    """Each argv in its own forked process (working directory `cwd`); output files go to `tmp`."""
+def run_many(argvs: list[list[str]], cwd: Path, tmp: Path, **env: str) -> list[Result]:
+    """Each argv in its own forked process (working directory `cwd`); output files go to `tmp`;
+    `env` is added to the children's environment (`child_env`)."""
     cases = [{"argv": list(map(str, argv)), "cwd": str(cwd), "tmp": str(tmp)} for argv in argvs]
     proc = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(cases), capture_output=True, text=True,
-                          env=child_env(), cwd=cwd, timeout=600)
+                          env=child_env(**env), cwd=cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return [Result(case["argv"], **r) for case, r in zip(cases, json.loads(proc.stdout.splitlines()[-1]))]
 
