@@ -78,6 +78,9 @@ def _present(label: np.ndarray, num_classes: int) -> list[int]:
 
 
 def _bootstrap(samples: list[np.ndarray], statistic) -> Any:
+    """scipy's seeded percentile bootstrap, each sample resampled within itself (a class of one image is
+    passed twice: resampling it gives that image either way, and scipy wants two)."""
+    samples = [np.repeat(s, 2) if len(s) == 1 else s for s in samples]
     return stats.bootstrap(samples, statistic, n_resamples=RESAMPLES, method="percentile", vectorized=True,
                            confidence_level=LEVEL, rng=np.random.default_rng(SEED))
 
