@@ -110,7 +110,8 @@ def test_paired_difference_against_direct_counts_and_with_itself() -> None:
         expected = b["result"]["robust"][c] - a["result"]["robust"][c]
         assert diff["robust"]["classes"][c]["diff"] == pytest.approx(expected)
         assert diff["robust"]["classes"][c]["low"] <= expected <= diff["robust"]["classes"][c]["high"]
-    assert diff["robust"]["worst"]["diff"] == pytest.approx(b["result"]["worst"]["robust"] - a["result"]["worst"]["robust"])
+    worst = b["result"]["worst"]["robust"] - a["result"]["worst"]["robust"]
+    assert diff["robust"]["worst"]["diff"] == pytest.approx(worst)
     same = stats.paired_difference(a, a)
     for kind in stats.KINDS:
         for t in [*same[kind]["classes"], same[kind]["avg"], same[kind]["worst"]]:
@@ -197,7 +198,6 @@ def test_table_statistics_with_the_default_options(pair, monkeypatch, tmp_path, 
     """`battui table` as README shows it (3 seeds, the first row the baseline); the runs are tiny
     checkpoints evaluated for real, handed to the table in place of training them."""
     import battui.report.sweep as sweep
-    from battui.report.runs import parse_methods
 
     ckpts = {(m, s): make_checkpoint(tmp_path / f"{m}{s}.pt", tiny_config((f"train.seed={s}", f"method.name={m}")),
                                      seed=s, train_steps=10 if m == "pgd-at" else 0)

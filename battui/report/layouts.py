@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from battui.engine.rundir import RunDir
+from battui.errors import UserError
 from battui.report import stats
 from battui.report.formats import MARK, Bar, Estimate, MeanStd, Section, lowest_bold
 
@@ -343,11 +344,22 @@ def seed_sections(rows: list[dict], labels: list[str], baseline: int | None) -> 
                              f"{len(rows)} row(s), {df} df; a difference of two methods varies by std × √2): {said}")
     if baseline is None or len(rows) < 2:
         return sections, data
-    others = [i for i in range(len(rows)) if i != baseline]
-    tests = _holm_rows([stats.seed_difference(rows[i]["records"], rows[baseline]["records"]) for i in others])
+    others, tests, unpaired = [], [], []
+    for i in range(len(rows)):
+        if i == baseline:
+            continue
+        try:  # a --sweep of data settings gives rows other test images: no pairs, said under the table
+            tests.append(stats.seed_difference(rows[i]["records"], rows[baseline]["records"]))
+            others.append(i)
+        except UserError as exc:
+            unpaired.append(f"{labels[i]}: not compared ({exc})")
+    if not others:
+        sections[0].notes += unpaired
+        return sections, data
+    tests = _holm_rows(tests)
     diff_rows = [[labels[i], *(_diff_cell(t) for t in row)] for i, row in zip(others, tests)]
     m = len(others)
-    notes = [f"{MARK} significant at {stats.ALPHA} after Holm correction over the {m} row(s) compared",
+    notes = [*unpaired, f"{MARK} significant at {stats.ALPHA} after Holm correction over the {m} row(s) compared",
              f"[low, high]: 95% hierarchical bootstrap (seeds resampled, then images within each seed, stratified "
              f"by class, rows paired by seed and image; {stats.RESAMPLES} resamples, seed {stats.SEED})",
              "p: paired t-test over seeds (same split and seed for both rows), Holm-corrected"]

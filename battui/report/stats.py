@@ -121,7 +121,10 @@ def bootstrap_p(distribution: np.ndarray) -> float:
     return float(min(1.0, 2.0 * min(np.mean(distribution <= 0), np.mean(distribution >= 0))))
 
 
-def check_paired(records: list[dict]) -> None:
+PAIR_HINT = "use --unpaired for a side-by-side report"
+
+
+def check_paired(records: list[dict], hint: str = PAIR_HINT) -> None:
     """Refuse to pair evaluations that are not of the same images under the same attack."""
     first = records[0]
     for other in records[1:]:
@@ -136,7 +139,7 @@ def check_paired(records: list[dict]) -> None:
             why = "they were attacked with different settings or attack seeds"
         if why:
             raise UserError(f"cannot pair {first['checkpoint']} with {other['checkpoint']}: {why}, so their "
-                            "per-image outcomes do not pair up; use --unpaired for a side-by-side report")
+                            f"per-image outcomes do not pair up; {hint}")
 
 
 def paired_difference(a: dict, b: dict) -> dict[str, Any]:
@@ -209,7 +212,7 @@ def paired_t(row: list[float], base: list[float]) -> float:
 def _joint_counts(row: dict, base: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class: n_c and the counts of the 9 joint states (row state * 3 + base state), state 0 = clean
     wrong, 1 = boundary error, 2 = robust right."""
-    check_paired([base, row])
+    check_paired([base, row], hint="a row paired with the baseline needs the same data settings")
     label, er = outcomes(row)
     _, eb = outcomes(base)
     state_r = 2 - er["standard"] - er["robust"]  # clean wrong: 0, boundary: 1, right: 2
