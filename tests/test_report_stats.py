@@ -241,3 +241,16 @@ def test_refusals_are_one_line_and_write_nothing(pair, tmp_path, capsys) -> None
     code, text, err = run_cli(capsys, "compare", str(pair["a"]), str(pair["seed1"]), "--unpaired", "--limit", "20")
     assert code == 0, err
     assert "Paired differences" not in text and "different seeds" in text
+
+
+def test_table_rows_of_other_test_images_are_not_paired_and_say_why() -> None:
+    from battui.report.layouts import seed_sections
+
+    rng = np.random.default_rng(5)
+    base = [simulate(rng, [0.9, 0.8], [0.6, 0.5], per_class=20) for _ in range(2)]
+    other = [{**simulate(rng, [0.9, 0.8], [0.6, 0.5], per_class=20), "images": "elsewhere"} for _ in range(2)]
+    same = [simulate(rng, [0.9, 0.8], [0.3, 0.5], per_class=20) for _ in range(2)]
+    sections, data = seed_sections([{"records": base}, {"records": other}, {"records": same}], ["A", "B", "C"], 0)
+    assert [r["row"] for r in data["vs_baseline"]] == ["C"]
+    assert any(n.startswith("B: not compared (cannot pair") and "different test images" in n
+               for n in sections[-1].notes)
