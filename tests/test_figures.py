@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from matplotlib.container import BarContainer
 
 from battui.figures.curves import curves_figure
@@ -71,9 +72,19 @@ def test_per_class_bars_are_the_per_class_errors_with_seed_spread(runs) -> None:
     for ax, kind in ((clean_ax, "standard"), (robust_ax, "robust")):
         bat = bars(ax, "BAT")
         assert heights(bat) == pytest.approx([statistics.mean(p) for p in zip(e0[kind], e1[kind])])
-        assert whisker_lengths(bat) == pytest.approx([2 * statistics.stdev(p) for p in zip(e0[kind], e1[kind])])
+        # two seeds: the 95% t interval of the mean, 2 * t(0.975, 1) * s / sqrt(2) long
+        t = scipy.stats.t.ppf(0.975, 1)
+        assert whisker_lengths(bat) == pytest.approx([2 * t * statistics.stdev(p) / 2 ** 0.5
+                                                      for p in zip(e0[kind], e1[kind])])
         assert heights(bars(ax, "PGD-AT")) == pytest.approx(ep[kind])
-        assert bars(ax, "PGD-AT").errorbar is None  # one seed: no spread drawn
+        # one seed: the Wilson interval of the class's k errors in n images, written out
+        z = scipy.stats.norm.ppf(0.975)
+        wilson = []
+        for e, row in zip(ep[kind], ep["step_hist"]):
+            n = sum(row)
+            k = round(e * n / 100)
+            wilson.append(100 * 2 * z / (n + z * z) * (k * (n - k) / n + z * z / 4) ** 0.5)
+        assert whisker_lengths(bars(ax, "PGD-AT")) == pytest.approx(wilson)
     assert [t.get_text() for t in robust_ax.get_xticklabels()] == CIFAR10
     colors = {tuple(bars(robust_ax, m).patches[0].get_facecolor()) for m in ("BAT", "PGD-AT")}
     assert len(colors) == 2

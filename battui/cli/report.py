@@ -1,10 +1,11 @@
 """`battui eval`, `battui compare` and `battui table`: per-class reports in the paper's format.
 
-    battui eval runs/digits-cnn-bat-.../                  # PGD-20 per-class report of best.pt
+    battui eval runs/digits-cnn-bat-.../                  # PGD-20 per-class report of best.pt, 95% intervals
     battui eval ckpt.pt --attack autoattack --limit 500   # standard AutoAttack (pyautoattack), 500 images
     battui eval model_test.pt --model resnet18 --dataset cifar10 --set data.root=DIR   # weights from other code
-    battui compare a.pt b.pt --format markdown -o cmp.md  # Table 1 side by side + per-class bars
-    battui table --preset digits-cnn --seeds 3            # train/reuse every method, Table 1 mean ± std
+    battui compare a.pt b.pt --format markdown -o cmp.md  # side by side, paired B - A with tests, bars
+    battui table --preset digits-cnn --seeds 3            # Table 1 mean ± std, intervals, vs. the first row
+    battui table --preset digits-cnn --baseline BAT       # differences to the BAT row instead
     battui table --preset digits-cnn --ablation bat       # Table 2: BAT's six loss variants
     battui table --preset digits-cnn --jobs 2             # two runs at once (--devices, --launcher slurm: cli/sweep.py)
 """
@@ -166,10 +167,12 @@ def eval_command(
 ) -> None:
     """Per-class standard / boundary / robust error, steps to flip and target classes of one checkpoint."""
     from battui.report.layouts import eval_sections
+    from battui.report.stats import eval_intervals
 
     kind, target = opts.checked([checkpoint])
     record = _evaluate(checkpoint, opts.spec_overrides(), opts.device, opts.limit, not opts.no_cache, opts.foreign())
-    _emit(eval_sections(record), record, kind, target)
+    intervals = eval_intervals(record)
+    _emit(eval_sections(record, intervals), {**record, "intervals": intervals}, kind, target)
 
 
 @_report_command("compare")
@@ -177,20 +180,32 @@ def compare_command(
     checkpoints: list[str] = typer.Argument(
         ..., help="Two or more checkpoints or run folders; deltas are against the first."
     ),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Side by side only, without paired differences and "
+                                  "tests: for checkpoints evaluated on different test images (other train.seed)."),
     *,
     opts: ReportOptions,
 ) -> None:
-    """Evaluate checkpoints with the same attack and seed; print Table 1 side by side and per-class bars."""
+    """Evaluate checkpoints with the same attack and seed on the same images; print Table 1 side by side,
+    each one's paired difference to the first (95% bootstrap interval, McNemar p, Holm) and per-class bars."""
     from battui.errors import UserError
     from battui.report.evaluation import attack_spec, check_same_dataset, checkpoint_identity
     from battui.report.foreign import open_config
-    from battui.report.layouts import compare_sections
+    from battui.report.layouts import compare_sections, paired_sections
+    from battui.report.stats import check_paired
 
     if len(checkpoints) < 2:
         raise UserError("compare needs at least two checkpoints; for one, use `battui eval`")
     kind, target = opts.checked(checkpoints)
     foreign = opts.foreign()
-    check_same_dataset([checkpoint_identity(path, foreign) for path in checkpoints])
+    identities = [checkpoint_identity(path, foreign) for path in checkpoints]
+    check_same_dataset(identities)
+    seeds = [i["dataset"]["split_seed"] for i in identities]
+    if not unpaired and len(set(seeds)) > 1:
+        other = next(i for i in identities if i["dataset"]["split_seed"] != seeds[0])
+        raise UserError(f"cannot pair {identities[0]['checkpoint']} with {other['checkpoint']}: they hold out "
+                        f"different test images (test splits of train.seed {seeds[0]} and "
+                        f"{other['dataset']['split_seed']}), so their per-image outcomes do not pair up; use "
+                        "--unpaired for a side-by-side report")
     # One attack for all: unset values come from the first checkpoint's eval settings.
     first_cfg, _ = open_config(checkpoints[0], foreign)
     spec = attack_spec(first_cfg, **opts.spec_overrides())
@@ -198,7 +213,12 @@ def compare_command(
              "restarts": spec.restarts, "seed": spec.seed, "precision": spec.precision}
     records = [_evaluate(path, fixed, opts.device, opts.limit, not opts.no_cache, foreign) for path in checkpoints]
     check_same_dataset(records)
-    _emit(compare_sections(records), {"checkpoints": records}, kind, target)
+    if unpaired:
+        _emit(compare_sections(records), {"checkpoints": records}, kind, target)
+        return
+    check_paired(records)
+    section, tests = paired_sections(records)
+    _emit(compare_sections(records, section), {"checkpoints": records, "paired": tests}, kind, target)
 
 
 def _log(message: str) -> None:
@@ -213,7 +233,11 @@ def table_command(
         help=f"Comma-separated rows of {', '.join(available_methods())} or module:Class; "
              "parameters after ':' (trades:beta=1,trades:beta=6,frl:tau=0.07,my_pkg.losses:MyLoss:beta=2).",
     ),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per row; the table shows mean ± std and, from 2 "
+                              "seeds, a 95% interval and each row's paired difference to --baseline."),
+    baseline: str = typer.Option(None, "--baseline", help="The row the others are compared with, paired by seed "
+                                 "(its label, e.g. PGD-AT, or its --methods entry); default the first row. "
+                                 "Needs --seeds >= 2."),
     ablation: str = typer.Option(None, "--ablation", help="'bat': paper Table 2, BAT's six loss variants."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     sweeps: list[str] = typer.Option([], "--sweep", help="section.key=v1,v2: every row once per value "
@@ -248,7 +272,7 @@ def table_command(
     """
     from battui.engine import numerics
     from battui.engine.device import resolve_device
-    from battui.report.layouts import aggregate, describe_attack, table_sections
+    from battui.report.layouts import aggregate, describe_attack, seed_sections, table_sections
     from battui.report.runs import TablePlan, ablation_rows, check_plan, parse_methods
     from battui.report.sweep import run_sweep, sweep_rows
 
@@ -259,6 +283,7 @@ def table_command(
         launcher=launcher, jobs=jobs, devices=devices, slurm_config=slurm_config, partition=partition,
         account=account, time_limit=time_limit, gpus=gpus_per_run, sbatch=sbatch, no_wait=no_wait, device=device)
     rows = sweep_rows(ablation_rows(ablation) if ablation else parse_methods(methods), sweeps)
+    base_row = _baseline_row(rows, baseline, seeds, methods if not ablation else "")
     sets = [*overrides, f"run.device={device}"]
     plan = TablePlan(preset=preset, rows=rows, seeds=seeds, overrides=sets, retrain=retrain)
     spec = _spec_overrides(attack, eps, step_size, steps, restarts, seed)
@@ -285,7 +310,30 @@ def table_command(
     lead = ["Source-class loss", "Target-class loss", "No."] if ablation else ["Method"]
     sections = table_sections(table_rows, title=title, lead_columns=lead, notes=notes)
     data = _table_json(plan, results, table_rows, seconds)
+    if seeds >= 2:
+        extra, data["statistics"] = seed_sections(results, [r["row"].label for r in results], base_row)
+        sections += extra
+    else:
+        sections[0].notes.append("one seed: no interval over seeds and no paired test (--seeds 2 or more)")
     _emit(sections, data, kind, target)
+
+
+def _baseline_row(rows: list, baseline: str | None, seeds: int, methods: str) -> int:
+    """The index of the `--baseline` row (its label or its --methods entry, any case); default the first."""
+    from battui.errors import UserError
+    from battui.report.runs import _split_top
+
+    if baseline is None:
+        return 0
+    if seeds < 2:
+        raise UserError(f"--baseline needs --seeds 2 or more: a paired test and an interval over seeds need at "
+                        f"least two seeds of each row, got --seeds {seeds}")
+    entries = [e.strip() for e in _split_top(methods, ",")] if methods else []
+    wanted = baseline.strip().lower()
+    for i, row in enumerate(rows):
+        if row.label.lower() == wanted or (len(entries) == len(rows) and entries[i].lower() == wanted):
+            return i
+    raise UserError(f"--baseline '{baseline}' names no row; the rows are: {', '.join(r.label for r in rows)}")
 
 
 def _table_json(plan, results: list[dict], table_rows: list[dict], seconds: float) -> dict[str, Any]:

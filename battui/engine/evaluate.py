@@ -12,6 +12,12 @@ pyautoattack), run once over all the images; it has no per-step record (its
 samples land in the "never" or step-K bin) and adds `result["autoattack"]`, the
 robust count after each of its four attacks.
 
+With `keep_outcomes=True` the result also holds `outcomes`, every image's record in
+evaluation order: `label`, `clean_correct` and `adv_correct` (0/1) and `steps` (to the
+first misclassification, -1 = never), from which `battui.report.stats` computes
+intervals and paired tests without re-running the attack (one process only: a DDP
+rank holds a shard of the images).
+
 One evaluation precision everywhere (training's per-epoch validation and test
 evaluation, `battui eval/compare/table`): fp32 (autocast off, TF32 off) unless
 the spec says bf16 (`eval.amp=true`). The attack is described by one type, the
@@ -126,7 +132,7 @@ def _take(batches: Iterable, limit: int) -> list[tuple[torch.Tensor, torch.Tenso
     return out
 
 
-def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: EvalConfig, progress,
+def _autoattack(model, data, clean, correct: int, counter: ClassCounter, kept: list, spec: EvalConfig, progress,
                 reduced_for_tests) -> dict:
     """Standard AutoAttack once over all the images; counts into `counter`, returns the per-attack breakdown."""
     from battui.attacks.autoattack import empty_breakdown, run_autoattack
@@ -139,7 +145,17 @@ def _autoattack(model, data, clean, correct: int, counter: ClassCounter, spec: E
     # no per-step record: broken samples go in bin K, the others in "never"
     steps = torch.where(out.adv_pred != y, torch.full_like(y, spec.steps), torch.full_like(y, -1))
     counter.update(y, out.adv_pred, steps, clean_pred=torch.cat(clean))
+    kept.append((y, torch.cat(clean), out.adv_pred, steps))
     return out.breakdown
+
+
+def _outcomes(kept: list[tuple[torch.Tensor, ...]]) -> dict[str, list[int]]:
+    """Per-image outcomes from (label, clean prediction, adversarial prediction, steps) batches."""
+    if not kept:
+        return {"label": [], "clean_correct": [], "adv_correct": [], "steps": []}
+    y, clean, adv, steps = (torch.cat(parts).cpu().long() for parts in zip(*kept))
+    return {"label": y.tolist(), "clean_correct": (clean == y).long().tolist(),
+            "adv_correct": (adv == y).long().tolist(), "steps": steps.tolist()}
 
 
 def _reduce_breakdown(breakdown: dict, device: torch.device) -> dict:
@@ -163,6 +179,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     on_clean: Callable[[int, int], None] | None = None,
     reduced_for_tests=None,
+    keep_outcomes: bool = False,
 ) -> dict:
     """Clean and adversarial predictions per class over `batches` (at most `limit` images).
 
@@ -172,14 +189,17 @@ def evaluate(
     the images still robust when it starts). `reduced_for_tests` (an
     `attacks.autoattack.ReducedBudget`) is for tests only. Returns
     ClassCounter.errors() plus `attack` (and `autoattack` for AutoAttack);
-    counts are summed over DDP ranks.
+    counts are summed over DDP ranks. `keep_outcomes` adds `outcomes` (module docstring).
     """
     check_spec(spec, num_classes)
+    if keep_outcomes and ranks_joined():
+        raise ValueError("per-image outcomes are kept by one process only, not under DDP")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     counter = ClassCounter(num_classes, spec.steps, device=device)
     extra: dict = {}
+    kept: list[tuple[torch.Tensor, ...]] = []
     data = _take(batches, limit)
     n = sum(len(y) for _, y in data)
     # the same random starts for every checkpoint compared, and training's RNG untouched
@@ -193,7 +213,7 @@ def evaluate(
             if on_clean is not None:
                 on_clean(correct, n)
             if spec.attack == "autoattack":
-                extra["autoattack"] = _autoattack(model, data, clean, correct, counter, spec, progress,
+                extra["autoattack"] = _autoattack(model, data, clean, correct, counter, kept, spec, progress,
                                                   reduced_for_tests)
             else:
                 stage, done = f"PGD-{spec.steps}", 0
@@ -202,6 +222,8 @@ def evaluate(
                 for (x, y), clean_pred in zip(data, clean):
                     adv_pred, steps = _pgd_outcome(model, x, y, spec)
                     counter.update(y, adv_pred, steps, clean_pred=clean_pred)
+                    if keep_outcomes:
+                        kept.append((y, clean_pred, adv_pred, steps))
                     done += len(y)
                     if progress is not None:
                         progress(stage, done, n)
@@ -210,4 +232,6 @@ def evaluate(
     errors = counter.summed().errors()
     if "autoattack" in extra:
         extra["autoattack"] = _reduce_breakdown(extra["autoattack"], device)
+    if keep_outcomes:
+        extra["outcomes"] = _outcomes(kept)
     return {**errors, "attack": attack_record(spec), **extra}

@@ -121,11 +121,23 @@ def class_axis(ax, classes: Sequence[str]) -> None:
     ax.tick_params(axis="x", length=0)
 
 
+def _error_lengths(heights: list[float], errors: Sequence) -> list | list[list[float]]:
+    """Matplotlib's yerr: lengths, or [below, above] for (low, high) intervals; no error draws none."""
+    if not any(isinstance(e, tuple) for e in errors):
+        return [0.0 if e is None or math.isnan(e) else float(e) for e in errors]
+    below, above = [], []
+    for h, e in zip(heights, errors):
+        ok = isinstance(e, tuple) and not math.isnan(h)
+        below.append(max(0.0, h - e[0]) if ok else 0.0)
+        above.append(max(0.0, e[1] - h) if ok else 0.0)
+    return [below, above]
+
+
 def grouped_bars(ax, classes: Sequence[str], series: Sequence[tuple[str, Sequence[float], Sequence[float] | None]]):
     """One bar per class and series, series side by side; `None` values draw no bar.
 
-    `series` = [(label, values, errors or None)]; returns the BarContainers in order
-    (each labelled with its series' label).
+    `series` = [(label, values, errors or None)], an error being a symmetric length or a
+    (low, high) interval; returns the BarContainers in order (each labelled with its series' label).
     """
     n = max(1, len(series))
     width = 0.8 / n
@@ -135,7 +147,7 @@ def grouped_bars(ax, classes: Sequence[str], series: Sequence[tuple[str, Sequenc
         heights = [math.nan if v is None else float(v) for v in values]
         err = None
         if errors is not None:
-            err = [0.0 if e is None or math.isnan(e) else float(e) for e in errors]
+            err = _error_lengths(heights, errors)
         bars = ax.bar(xs, heights, width=width * 0.92, color=color(i), label=label, yerr=err,
                       error_kw={"elinewidth": 0.6, "capsize": 1.2, "ecolor": "#333333"}, linewidth=0)
         containers.append(bars)

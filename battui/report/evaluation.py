@@ -11,7 +11,11 @@ seed=cfg.train.seed)`), and the numbers come from `battui.engine.evaluate`
 (counting in `battui.engine.metrics`). A finished evaluation is written to
 `<checkpoint>.eval-<key>.json`, the key hashing the attack settings, the image
 limit, the data split and the weights, so evaluating or comparing again is
-instant and a retrained checkpoint is never served stale numbers.
+instant and a retrained checkpoint is never served stale numbers. The record keeps
+every image's outcome (`result["outcomes"]`, `battui.engine.evaluate`) and the
+identity of the images evaluated (`images`), so `battui.report.stats` computes
+intervals and paired tests from the cache; a cache written before outcomes were kept
+(version 2) is re-evaluated, and the record says so (`reevaluated`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from battui.errors import UserError
 from battui.report.foreign import Foreign, open_config, open_for_eval
 from battui.validate import check_number
 
-CACHE_VERSION = 2  # 2: precision, AutoAttack from pyautoattack with its per-attack breakdown
+CACHE_VERSION = 3  # 2: precision, AutoAttack from pyautoattack with its per-attack breakdown; 3: per-image outcomes
+KEY_VERSION = 2  # hashed into the file name: a version-2 file is found, then re-evaluated in place
+STALE = {2: "its cached evaluation (cache version 2) kept no per-image outcomes"}
 
 
 def attack_spec(
@@ -89,7 +95,7 @@ def cache_path(ckpt_path: Path, key: str) -> Path:
 
 def _cache_key(spec: EvalConfig, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
     blob = json.dumps(
-        {"v": CACHE_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": cfg.data.__dict__,
+        {"v": KEY_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": cfg.data.__dict__,
          "split_seed": data["split_seed"], "weights": whash, **({"foreign": foreign} if foreign else {})},
         sort_keys=True, default=str,
     )
@@ -97,11 +103,24 @@ def _cache_key(spec: EvalConfig, limit: int, data: dict, cfg, whash: str, foreig
 
 
 def _read_cache(path: Path) -> dict | None:
+    """The cached record, or None; a record of an older version is returned for `STALE` to explain."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("cache_version") == CACHE_VERSION else None
+    return record if isinstance(record, dict) and record.get("cache_version") in (CACHE_VERSION, *STALE) else None
+
+
+def images_identity(split, limit: int) -> str:
+    """sha256 (16 hex) of the test images and labels and the limit: equal means the same images, in the
+    same order (`--limit` takes the first N of a fixed shuffle), so per-image outcomes pair up."""
+    h = hashlib.sha256()
+    for t in (split.images, split.labels):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(str(int(limit)).encode())
+    return h.hexdigest()[:16]
 
 
 def _write_cache(path: Path, record: dict) -> bool:
@@ -148,7 +167,8 @@ def evaluate_checkpoint(
     The record holds `checkpoint`, `label`, `dataset`, `attack` (with its precision),
     `result` (per-class standard/boundary/robust, avg, worst, counts, confusion, step
     histogram, and `autoattack`'s per-attack breakdown), `mean_steps`, `never_flipped`,
-    `target`, `cached` and `seconds`.
+    `target`, `images` (`images_identity`), `cached`, `seconds`, and `reevaluated` (why) when an
+    older cache was replaced.
     """
     from battui.data import Batches, build_datasets
     from battui.engine.setup import tune_cpu_threads
@@ -162,10 +182,12 @@ def evaluate_checkpoint(
     whash = weights_hash(opened.state)
     key = _cache_key(spec, limit, data, cfg, whash, opened.identity)
     cached = cache_path(ckpt_path, key)
+    stale = None
     if use_cache and cached.exists():
         record = _read_cache(cached)
-        if record is not None:
+        if record is not None and record["cache_version"] == CACHE_VERSION:
             return {**record, "checkpoint": str(ckpt_path), "cached": True}
+        stale = STALE[record["cache_version"]] if record is not None else None
 
     splits = opened.splits or build_datasets(cfg.data, seed=cfg.train.seed)
     if data["classes"] and [str(c) for c in splits.classes] != data["classes"]:
@@ -183,7 +205,7 @@ def evaluate_checkpoint(
     threads = tune_cpu_threads(torch.device(device), splits.in_channels * splits.image_size ** 2)
     try:
         result = evaluate(opened.model, batches, num_classes=splits.num_classes, spec=spec, limit=limit,
-                          progress=progress, on_clean=on_clean)
+                          progress=progress, on_clean=on_clean, keep_outcomes=True)
     finally:
         torch.set_num_threads(threads)
     record = {
@@ -198,6 +220,7 @@ def evaluate_checkpoint(
         "limit": int(limit),
         "attack": result["attack"],
         "weights_hash": whash,
+        "images": images_identity(splits.test, limit),
         "result": result,
         **summarize(result),
         "seconds": round(time.perf_counter() - start, 3),
@@ -207,6 +230,8 @@ def evaluate_checkpoint(
         record["foreign"] = opened.identity
     if use_cache:
         _write_cache(cached, record)
+    if stale:  # said by this call's report only, not by the cache it rewrote
+        record["reevaluated"] = f"re-evaluated: {stale}"
     return record
 
 

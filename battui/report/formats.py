@@ -27,9 +27,11 @@ from rich.text import Text
 
 from battui.errors import UserError
 from battui.report.latex import to_latex
-from battui.report.sections import Bar, MeanStd, Section, cell_text, lowest_bold  # noqa: F401  (re-exported)
+from battui.report.sections import MARK, Bar, Estimate, MeanStd, Section, cell_text, lowest_bold  # noqa: F401
 
 FORMATS = ("rich", "markdown", "csv", "json", "latex")
+
+
 def _rich_cell(value: Any, bold: bool) -> Text:
     if isinstance(value, Bar):
         text = Text(value.bar(), style="cyan")
@@ -37,6 +39,10 @@ def _rich_cell(value: Any, bold: bool) -> Text:
         if value.delta is not None:
             style = "green" if value.delta < 0 else "red" if value.delta > 0 else "dim"
             text.append(f" {value.delta:+.1f}", style=style)
+        return text
+    if isinstance(value, Estimate) and value.significant:
+        text = Text(value.text(mark=""), style="bold" if bold else "")
+        text.append(MARK, style="bold yellow")
         return text
     return Text(cell_text(value), style="bold" if bold else "")
 
@@ -68,6 +74,8 @@ def to_markdown(sections: list[Section]) -> str:
                 text = cell_text(v).replace("|", "\\|")
                 if isinstance(v, Bar):
                     text = f"`{v.bar()}` {v.number()}"
+                if isinstance(v, Estimate):
+                    text = v.text(mark="\\" + MARK)
                 cells.append(f"**{text}**" if (r, c) in section.bold else text)
             out.append("| " + " | ".join(cells) + " |")
         out.extend(["", *(f"_{note}_\n" for note in section.notes)])
@@ -80,14 +88,36 @@ def _csv_kind(rows: list[list[Any]], c: int) -> str:
         return "mean_std"
     if any(isinstance(v, Bar) and v.delta is not None for v in cells):
         return "delta"
+    if any(isinstance(v, Estimate) and v.p is not None for v in cells):
+        return "test"
+    if any(isinstance(v, Estimate) for v in cells):
+        return "estimate"
     return "plain"
+
+
+_CSV_PARTS = {"mean_std": ["mean", "std"], "delta": ["", "delta"], "estimate": ["", "low", "high"],
+              "test": ["", "low", "high", "p", "significant"]}
+
+
+def _csv_parts(value: Any, kind: str) -> list[Any]:
+    if kind == "mean_std":
+        return [value.mean, value.std] if isinstance(value, MeanStd) else [value, None]
+    if kind == "delta":
+        return [value, value.delta if isinstance(value, Bar) else None]
+    if not isinstance(value, Estimate):
+        return [value] + [None] * (len(_CSV_PARTS[kind]) - 1)
+    parts = [value.value, value.low, value.high]
+    if kind == "test":
+        parts += [value.p, None if value.significant is None else int(value.significant)]
+    return parts
 
 
 def to_csv(sections: list[Section]) -> str:
     """One CSV block per section (its title as the first header cell), blocks separated by a blank line.
 
     Every cell is one number or one label: mean ± std becomes `<col> mean`, `<col> std`; a bar with
-    a delta becomes `<col>`, `<col> delta`; no value is an empty cell.
+    a delta becomes `<col>`, `<col> delta`; a number with its interval `<col>`, `<col> low`, `<col> high`
+    (a tested difference also `<col> p`, `<col> significant` 0/1); no value is an empty cell.
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -97,20 +127,13 @@ def to_csv(sections: list[Section]) -> str:
         kinds = [_csv_kind(section.rows, c) for c in range(len(section.columns))]
         header: list[str] = []
         for name, kind in zip(section.columns, kinds):
-            header += {"mean_std": [f"{name} mean", f"{name} std"], "delta": [name, f"{name} delta"]}.get(kind, [name])
+            header += [f"{name} {part}".strip() for part in _CSV_PARTS.get(kind, [""])]
         header[0] = f"{section.title}: {header[0]}"
         writer.writerow(header)
         for row in section.rows:
             cells: list[str] = []
             for value, kind in zip(row, kinds):
-                if kind == "mean_std":
-                    pair = (value.mean, value.std) if isinstance(value, MeanStd) else (value, None)
-                    cells += [_csv_cell(pair[0]), _csv_cell(pair[1])]
-                elif kind == "delta":
-                    delta = value.delta if isinstance(value, Bar) else None
-                    cells += [_csv_cell(value), _csv_cell(delta)]
-                else:
-                    cells.append(_csv_cell(value))
+                cells += [_csv_cell(v) for v in (_csv_parts(value, kind) if kind != "plain" else [value])]
             writer.writerow(cells)
     return buf.getvalue()
 
@@ -132,6 +155,9 @@ def to_json(data: Any) -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, MeanStd):
         return {"mean": value.mean, "std": value.std, "n": value.n}
+    if isinstance(value, Estimate):
+        return {"value": value.value, "low": value.low, "high": value.high, "p": value.p,
+                "significant": value.significant}
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

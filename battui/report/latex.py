@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from battui.report.sections import Bar, MeanStd, Section
+from battui.report.sections import MARK, Bar, Estimate, MeanStd, Section
 
 _ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -34,9 +34,18 @@ def latex_cell(value: Any) -> str:
         return escape(value.number())
     if isinstance(value, MeanStd):
         return f"{value.mean:.2f} $\\pm$ {value.std:.2f}" if value.n > 1 else f"{value.mean:.2f}"
+    if isinstance(value, Estimate):
+        return value.text(mark="") + (f"$^{{{MARK}}}$" if value.significant else "")
     if isinstance(value, float):
         return "--" if math.isnan(value) else f"{value:.2f}"
     return escape(str(value))
+
+
+def _footnote(note: str) -> str:
+    """A note; one that starts with the significance mark explains it as a footnote mark."""
+    if note.startswith(MARK + " "):
+        return f"$^{{{MARK}}}$" + escape(note[len(MARK):])
+    return escape(note)
 
 
 def _align(section: Section) -> str:
@@ -62,6 +71,7 @@ def to_latex(sections: list[Section]) -> str:
             out.append(" & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         if section.notes:
-            out.append("\\par\\smallskip{\\footnotesize " + " \\\\\n".join(escape(n) for n in section.notes) + "}")
+            notes = [_footnote(n) for n in section.notes]
+            out.append("\\par\\smallskip{\\footnotesize " + " \\\\\n".join(notes) + "}")
         out += ["\\end{table}", ""]
     return "\n".join(out)

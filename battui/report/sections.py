@@ -1,4 +1,4 @@
-"""The cells of a report: titled `Section`s of strings, numbers, `Bar`s and `MeanStd`s.
+"""The cells of a report: titled `Section`s of strings, numbers, `Bar`s, `MeanStd`s and `Estimate`s.
 
 Every output format (`formats.py`: Rich, Markdown, CSV, JSON; `latex.py`) renders these.
 """
@@ -50,6 +50,8 @@ def cell_text(value: Any) -> str:
         return "–"
     if isinstance(value, Bar):
         return f"{value.bar()} {value.number()}"
+    if isinstance(value, Estimate):
+        return value.text()
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.2f}"
     return str(value)
@@ -73,6 +75,8 @@ def _number(value: Any) -> float | None:
         return value.value
     if isinstance(value, MeanStd):
         return value.mean
+    if isinstance(value, Estimate) and not value.signed:
+        return value.value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
         return float(value)
     return None
@@ -88,3 +92,29 @@ class MeanStd:
 
     def __str__(self) -> str:
         return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+
+
+MARK = "*"  # a difference significant at 0.05 after Holm correction
+
+
+@dataclass
+class Estimate:
+    """A number with its 95% interval [low, high]; a difference (`signed`) may carry its (Holm-adjusted)
+    p-value and whether it is significant, marked with MARK in text formats."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    p: float | None = None
+    significant: bool | None = None
+    signed: bool = False
+
+    def interval(self) -> str:
+        if self.low is None or self.high is None:
+            return ""
+        f = "{:+.2f}" if self.signed else "{:.2f}"
+        return f" [{f.format(self.low)}, {f.format(self.high)}]"
+
+    def text(self, mark: str = MARK) -> str:
+        number = f"{self.value:+.2f}" if self.signed else f"{self.value:.2f}"
+        return number + self.interval() + (mark if self.significant else "")
