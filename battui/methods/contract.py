@@ -108,6 +108,8 @@ def check_method(method: str | type[Method], seed: int = 0, **params: Any) -> li
         return checks
     impl = built[0]
     model, x, y = _problem(seed)
+    if getattr(impl, "teacher_from", None):  # a distilling method gets a teacher, as the engine hands it over
+        impl.use_teacher(_problem(seed + 1)[0])
     wrapped = _Wrapped(model)
     model.eval()
     impl.start_epoch(0, 2)

@@ -42,6 +42,7 @@ def make_checkpoint(path: Path, cfg: Config, *, seed: int = 0, train_steps: int 
             epoch += 1
     info = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, "classes": splits.classes,
             "image_size": splits.image_size}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # save_checkpoint makes checkpoints/, never a run folder
     return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1,
                                   "data_info": info})
 
