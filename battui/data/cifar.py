@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from battui.data.fetch import find_or_fetch
+from battui.data.fetch import find_or_fetch, first_folder
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -41,10 +41,7 @@ def _unpickle(path: Path) -> dict:
 
 def _find(root: Path, name: str) -> Path | None:
     folder, train_files, test_file = LAYOUT[name][:3]
-    for where in (root / folder, root):
-        if all((where / f).is_file() for f in [*train_files, test_file]):
-            return where
-    return None
+    return first_folder(root, (folder, ""), lambda where: all((where / f).is_file() for f in [*train_files, test_file]))
 
 
 def _read(files: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,11 +9,16 @@ looks again. A failed download (network errors come in many types) is one UserEr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from battui.errors import UserError
+
+
+def first_folder(root: Path, folders: Iterable[str], holds: Callable[[Path], bool]) -> Path | None:
+    """The first `root / folder` (folder "" is `root` itself) that `holds` the dataset's files, else None."""
+    return next((where for where in (root / folder for folder in folders) if holds(where)), None)
 
 
 def find_or_fetch(root: Path, find: Callable[[Path], Path | None], download: bool, pretty: str, dataset: str,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from battui.data.fetch import find_or_fetch
+from battui.data.fetch import find_or_fetch, first_folder
 from battui.data.images import class_folders, decoded_pools, labelled_files
 from battui.data.splits import Pool
 from battui.errors import UserError
@@ -40,11 +40,8 @@ URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
 
 
 def _find(root: Path) -> Path | None:
-    for folder in FOLDERS:
-        where = root / folder
-        if (where / "train").is_dir() and (where / "val").is_dir() and class_folders(where / "train"):
-            return where
-    return None
+    return first_folder(root, FOLDERS, lambda where: (where / "train").is_dir() and (where / "val").is_dir()
+                        and bool(class_folders(where / "train")))
 
 
 def load_imagenette_pools(root: str | Path, size: int = 0, download: bool = False) -> tuple[Pool, Pool]:

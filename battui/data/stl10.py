@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from battui.data.fetch import find_or_fetch
+from battui.data.fetch import find_or_fetch, first_folder
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -31,11 +31,7 @@ URL = "https://cs.stanford.edu/~acoates/stl10/"
 
 
 def _find(root: Path) -> Path | None:
-    for folder in FOLDERS:
-        where = root / folder if folder else root
-        if all((where / f).is_file() for f in FILES):
-            return where
-    return None
+    return first_folder(root, FOLDERS, lambda where: all((where / f).is_file() for f in FILES))
 
 
 def _read(where: Path, split: str, classes: list[str]) -> Pool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from battui.data.fetch import find_or_fetch
+from battui.data.fetch import find_or_fetch, first_folder
 from battui.data.splits import Pool
 from battui.errors import UserError
 
@@ -29,11 +29,7 @@ URL = "http://ufldl.stanford.edu/housenumbers/"
 
 
 def _find(root: Path) -> Path | None:
-    for folder in FOLDERS:
-        where = root / folder
-        if all((where / f).is_file() for f in FILES.values()):
-            return where
-    return None
+    return first_folder(root, FOLDERS, lambda where: all((where / f).is_file() for f in FILES.values()))
 
 
 def read_svhn_mat(path: Path) -> Pool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from battui.data.fetch import first_folder
 from battui.data.images import decoded_pools, image_files
 from battui.data.splits import Pool
 from battui.errors import UserError
@@ -31,12 +32,8 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 
 def _find(root: Path) -> Path | None:
-    for folder in FOLDERS:
-        where = root / folder if folder else root
-        if (where / "wnids.txt").is_file() and (where / "train").is_dir() \
-                and (where / "val" / "val_annotations.txt").is_file():
-            return where
-    return None
+    return first_folder(root, FOLDERS, lambda where: (where / "wnids.txt").is_file() and (where / "train").is_dir()
+                        and (where / "val" / "val_annotations.txt").is_file())
 
 
 def _names(where: Path, wnids: list[str]) -> list[str]:
