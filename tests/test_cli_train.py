@@ -23,6 +23,7 @@ from battui.engine.runlock import live_pid
 from battui.engine.trainer import Trainer
 from tests.support import ROOT
 from tests.support.cli import battui, child_env
+from tests.support.processes import wait_for
 
 
 def run_dir_from(stdout: str) -> Path:
@@ -132,21 +133,12 @@ def test_detach_without_terminal_runs_in_background_and_survives_sigterm(tmp_pat
     finally:
         watcher.kill()
         watcher.wait()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if (run / "checkpoints" / "last.pt").exists():
-            break
-        time.sleep(0.2)
-    else:
+    if not wait_for(lambda: (run / "checkpoints" / "last.pt").exists(), timeout=60, step=0.2):
         pytest.fail(f"the detached run wrote no checkpoint:\n{(run / 'train.log').read_text()}")
     assert os.getsid(pid) == pid  # its own session: closing the terminal does not reach it
     os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        events = read_events(run / "events.jsonl")
-        if events and events[-1]["type"] == "run_finished":
-            break
-        time.sleep(0.2)
+    wait_for(lambda: (e := read_events(run / "events.jsonl")) and e[-1]["type"] == "run_finished", timeout=60, step=0.2)
+    events = read_events(run / "events.jsonl")
     assert events[-1]["status"] == "interrupted" and "SIGTERM" in events[-1]["reason"]
     assert "run interrupted" in (run / "train.log").read_text()
     assert types_count(events, "run_started") == 1
