@@ -321,3 +321,34 @@ def test_wrong_shape_state_is_refused(cls):
     state = cls(num_classes=3).state_dict()
     with pytest.raises(ValueError):
         cls(num_classes=4).load_state_dict(state)
+
+
+def test_validation_sums_count_what_engine_evaluate_counts():
+    # the methods' one validation loop and the engine's evaluation: same attack, same seed, same batches
+    from battui.config import EvalConfig
+    from battui.engine.evaluate import evaluate
+    from battui.methods.classwise import validation_sums
+
+    model = tiny_model()
+    x, y = tiny_data(n=30)
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    spec = EvalConfig(attack="pgd", eps=EPS, step_size=STEP, steps=STEPS, seed=3)
+    ref = evaluate(model, batches, num_classes=K, spec=spec)
+
+    def measure(x, y, res):
+        with torch.no_grad():
+            ok = model.eval()(x).argmax(1) == y
+        return ~ok, ok & (res.pred_last != y), res.pred_last == y
+
+    torch.manual_seed(spec.seed)
+    sums = validation_sums(model, batches, K, "test", ("clean_wrong", "boundary_wrong", "hits"), measure,
+                           eps=EPS, step_size=STEP, steps=STEPS, objective="ce", start="uniform")
+    assert set(sums) == {"seen", "clean_wrong", "boundary_wrong", "hits"}
+    assert all(t.dtype == torch.float64 and t.shape == (K,) for t in sums.values())
+    assert sums["seen"].tolist() == ref["counts"]
+    assert sums["hits"].tolist() == [ref["adv_confusion"][k][k] for k in range(K)]
+    assert 0 < sums["hits"].sum() < sums["seen"].sum()  # the attack breaks some samples, not all
+    for name, key in (("clean_wrong", "standard"), ("boundary_wrong", "boundary")):
+        assert sums[name].tolist() == [round(p * n / 100) for p, n in zip(ref[key], ref["counts"])]
+    with pytest.raises(ValueError, match="test: end_epoch needs a non-empty validation split"):
+        validation_sums(model, [], K, "test", ("hits",), measure, eps=EPS, step_size=STEP, steps=STEPS)

@@ -28,7 +28,7 @@ LOSSES = '''
 """Two losses written only against battui's public method API."""
 import torch.nn.functional as F
 
-from battui.methods import AttackRecord, Method, MethodOutput, float_parts, kl_logits, pgd, unwrap
+from battui.methods import AttackRecord, Method, MethodOutput, float_parts, kl_logits, pgd
 
 
 class PlainCE(Method):
@@ -37,7 +37,7 @@ class PlainCE(Method):
     label = "Plain-CE"
 
     def loss(self, model, x, y):
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps)
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps)
         model.train()
         ce = F.cross_entropy(model(res.x_last), y)
         return MethodOutput(ce, float_parts(ce=ce), AttackRecord(res.steps_to_flip, res.pred_last))
@@ -51,7 +51,7 @@ class KLLoss(Method):
         self.beta = float(beta)
 
     def loss(self, model, x, y):
-        res = pgd(unwrap(model), x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
+        res = pgd(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                   objective="kl", start="gaussian")
         model.train()
         logits, logits_adv = model(x), model(res.x_last)

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import runnable as runnable  # the methods import both from here with their records
-from battui.attacks import unwrap as unwrap
+from battui.attacks import unwrap as unwrap  # public API (battui.methods): the model's own state_dict keys (CFA's FAWA)
 
 
 @dataclass

@@ -61,9 +61,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable, unwrap
-from battui.methods.classwise import accumulator_dtype, add_batch, resumed_sums, saved_sums, trades_terms
+from battui.attacks import sum_over_ranks
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, unwrap
+from battui.methods.classwise import add_batch, resumed_sums, saved_sums, trades_terms, validation_sums
 
 
 # -- mechanics shared by the class-wise TRADES methods (CFA, DAFA, WAT)
@@ -168,21 +168,10 @@ class CFA(Method):
         return None if self.fawa is None else dict(self.fawa)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = runnable(model)
-        k = self.num_classes
-        hits = seen = None
-        for x, y in val_batches:
-            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
-                      objective="ce", start="uniform")
-            dtype = accumulator_dtype(y.device)
-            h = class_sums(y, k, res.pred_last == y, dtype)
-            s = class_sums(y, k, dtype=dtype)
-            hits, seen = (h, s) if hits is None else (hits + h, seen + s)
-        if hits is None:  # this rank's shard is empty; the others' still count
-            hits = seen = torch.zeros(k, dtype=torch.float64)
-        hits, seen = (sum_over_ranks(t).to("cpu", torch.float64) for t in (hits, seen))  # shards -> the whole split
-        if float(seen.sum()) == 0:
-            raise ValueError("cfa: end_epoch needs a non-empty validation split")
+        sums = validation_sums(model, val_batches, self.num_classes, self.name, ("hits",),
+                               lambda x, y, res: (res.pred_last == y,), eps=self.eps, step_size=self.step_size,
+                               steps=self.val_steps, objective="ce", start="uniform")
+        hits, seen = sums["hits"], sums["seen"]
         present = seen > 0
         acc = hits[present] / seen[present]
         worst = float(acc.min())

@@ -1,11 +1,14 @@
-"""Shared mechanics of the class-wise TRADES variants (CFA, DAFA, WAT).
+"""Shared mechanics of the class-wise methods (CFA, DAFA, WAT; FRL's validation).
 
-The TRADES attack and loss terms with per-sample budgets, and the dtype of their
+The TRADES attack and loss terms with per-sample budgets, the dtype of their
 per-class sums on the device (`attacks.losses.class_sums`, summed over DDP ranks with
-`attacks.losses.sum_over_ranks`).
+`attacks.losses.sum_over_ranks`), and `validation_sums`, the one per-class loop over the
+validation split of FRL's, CFA's and WAT's `end_epoch`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,32 @@ def trades_terms(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor,
 
 def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def validation_sums(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_classes: int, who: str,
+                    names: tuple[str, ...], measure: Callable[[Tensor, Tensor, PGDResult], tuple[Tensor, ...]],
+                    **attack) -> dict[str, Tensor]:
+    """Per-class sums over the validation split: every batch attacked with ``pgd(model, x, y,
+    **attack)``, then ``measure(x, y, result)`` gives one per-sample value [B] (bool or float)
+    for each of ``names``, summed per class in the accumulator dtype on the batch's device.
+
+    Returns ``{"seen": samples per class, **{name: sums}}``, each [K] float64 on the CPU, this
+    rank's shard summed over the DDP ranks (an empty shard adds zeros; every rank calls it, a
+    collective). ``ValueError`` naming ``who`` when the whole split is empty.
+    """
+    sums = None  # [1 + len(names), K]
+    for x, y in batches:
+        res = pgd(model, x, y, **attack)
+        dtype = accumulator_dtype(y.device)
+        part = torch.stack([class_sums(y, num_classes, dtype=dtype),
+                            *(class_sums(y, num_classes, v, dtype) for v in measure(x, y, res))])
+        sums = part if sums is None else sums + part
+    if sums is None:  # this rank's shard is empty; the others' still count
+        sums = torch.zeros(1 + len(names), num_classes, dtype=torch.float64)
+    sums = sum_over_ranks(sums).to("cpu", torch.float64)  # shards -> the whole split
+    if float(sums[0].sum()) == 0:
+        raise ValueError(f"{who}: end_epoch needs a non-empty validation split")
+    return dict(zip(("seen", *names), sums.unbind(0), strict=True))
 
 
 def add_batch(sums: Tensor, seen: Tensor, y: Tensor, values: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

@@ -56,9 +56,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable
-from battui.methods.classwise import accumulator_dtype
+from battui.attacks import PGDResult, eval_mode, kl_logits, pgd
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
+from battui.methods.classwise import validation_sums
 
 
 def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
@@ -141,25 +141,17 @@ class FRL(Method):
         self.end_epoch(model, val_batches)
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = runnable(model)
-        k = self.num_classes
-        sums = None  # [3, K]: per class samples, clean wrong, boundary wrong
-        for x, y in val_batches:
-            with eval_mode(net), torch.no_grad():
-                ok = net(x).argmax(1) == y
-            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
-                      objective="ce", start="uniform")
-            aok = res.pred_last == y
-            dtype = accumulator_dtype(y.device)
-            part = torch.stack([class_sums(y, k, v, dtype) for v in (torch.ones_like(ok), ~ok, ok & ~aok)])
-            sums = part if sums is None else sums + part
-        # this rank's shard -> the whole split under DDP (a rank may hold no batch at all)
-        sums = sum_over_ranks(torch.zeros(3, k, dtype=torch.float64) if sums is None else sums).to("cpu", torch.float64)
-        if float(sums[0].sum()) == 0:
-            raise ValueError("frl: end_epoch needs a non-empty validation split")
-        seen = sums[0].clamp(min=1)
-        info = self.update(sums[1] / seen, sums[2] / seen)
-        return {**info, "val_samples": float(sums[0].sum())}
+        def measure(x: Tensor, y: Tensor, res: PGDResult) -> tuple[Tensor, Tensor]:
+            with eval_mode(model), torch.no_grad():
+                ok = model(x).argmax(1) == y
+            return ~ok, ok & (res.pred_last != y)  # clean wrong; boundary: clean right, adversarial wrong
+
+        sums = validation_sums(model, val_batches, self.num_classes, self.name, ("clean_wrong", "boundary_wrong"),
+                               measure, eps=self.eps, step_size=self.step_size, steps=self.val_steps,
+                               objective="ce", start="uniform")
+        seen = sums["seen"].clamp(min=1)
+        info = self.update(sums["clean_wrong"] / seen, sums["boundary_wrong"] / seen)
+        return {**info, "val_samples": float(sums["seen"].sum())}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> MethodOutput:
         lams = (self.lambda0, self.lambda1, self.lambda2)

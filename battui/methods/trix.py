@@ -60,7 +60,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from battui.attacks import class_sums, eval_mode
-from battui.methods.base import runnable
 from battui.methods.classwise import accumulator_dtype
 from battui.methods.dafa import DAFA
 
@@ -99,7 +98,6 @@ class TRIX(DAFA):
         return torch.where(v < v.mean(), draw, -1)
 
     def attack_options(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        net = runnable(model)
-        with eval_mode(net), torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            p = F.softmax(net(x), dim=1)  # autocast off: full precision, as pgd's own p0 under a gaussian start
+        with eval_mode(model), torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            p = F.softmax(model(x), dim=1)  # autocast off: full precision, as pgd's own p0 under a gaussian start
         return {"p0": p, "targets": self.targets(p, y)}

@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from battui.attacks import class_sums, eval_mode, kl_logits, pgd, sum_over_ranks
-from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts, runnable
-from battui.methods.classwise import accumulator_dtype, trades_terms
+from battui.attacks import PGDResult, eval_mode, kl_logits
+from battui.methods.base import AttackRecord, Method, MethodOutput, float_parts
+from battui.methods.classwise import trades_terms, validation_sums
 
 
 def hedge_weights(cum_cost: Tensor, eta: float, num_classes: int) -> Tensor:
@@ -83,30 +83,21 @@ class WAT(Method):
                 "w_max": float(w[:-1].max()), "w_min": float(w[:-1].min()), "w_avg_expert": float(w[-1])}
 
     def end_epoch(self, model: nn.Module, val_batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = runnable(model)
-        k = self.num_classes
-        sums = seen = hits = None
-        for x, y in val_batches:
-            res = pgd(net, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                      objective="kl", start="gaussian", xi=self.xi)
-            with eval_mode(net), torch.no_grad():
-                logits, logits_adv = net(x), net(res.x_last)
+        def measure(x: Tensor, y: Tensor, res: PGDResult) -> tuple[Tensor, Tensor]:
+            with eval_mode(model), torch.no_grad():
+                logits, logits_adv = model(x), model(res.x_last)
                 cost = (torch.nn.functional.cross_entropy(logits, y, reduction="none")
                         + self.beta * kl_logits(logits, logits_adv, reduction="none"))
-            dtype = accumulator_dtype(y.device)
-            parts = (class_sums(y, k, cost, dtype), class_sums(y, k, dtype=dtype),
-                     class_sums(y, k, logits_adv.argmax(1) == y, dtype))
-            sums, seen, hits = parts if sums is None else (sums + parts[0], seen + parts[1], hits + parts[2])
-        if sums is None:  # this rank's shard is empty; the others' still count
-            sums = seen = hits = torch.zeros(k, dtype=torch.float64)
-        # shards -> the whole split
-        sums, seen, hits = (sum_over_ranks(t).to("cpu", torch.float64) for t in (sums, seen, hits))
-        if float(seen.sum()) == 0:
-            raise ValueError("wat: end_epoch needs a non-empty validation split")
+            return cost, logits_adv.argmax(1) == y
+
+        sums = validation_sums(model, val_batches, self.num_classes, self.name, ("cost", "hits"), measure,
+                               eps=self.eps, step_size=self.step_size, steps=self.steps,
+                               objective="kl", start="gaussian", xi=self.xi)
+        seen, hits = sums["seen"], sums["hits"]
         # a class absent from the split costs its mean-so-far (0 on the first round): no pull either way
-        class_cost = torch.where(seen > 0, sums / seen.clamp(min=1),
+        class_cost = torch.where(seen > 0, sums["cost"] / seen.clamp(min=1),
                                  self.cum_cost[:-1] / max(self.rounds, 1))
-        out = self.update(class_cost, float(sums.sum() / seen.sum()))
+        out = self.update(class_cost, float(sums["cost"].sum() / seen.sum()))
         acc = hits[seen > 0] / seen[seen > 0]
         out.update(val_robust_acc=float(hits.sum() / seen.sum()), val_worst_robust_acc=float(acc.min()))
         return out
