@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,35 @@ def _put(t: Tensor, idx: Tensor | None, value: Tensor) -> None:
         t.copy_(value)
     else:
         t.index_copy_(0, idx, value)
+
+
+@dataclass
+class _ActiveSet:
+    """The rows the loop still attacks: their batch positions and every per-sample tensor the
+    loop reads, compacted together by ``take`` (a new per-sample tensor is a field here).
+
+    idx: None = every sample, in batch order; else LongTensor [rows], the batch positions of
+    the rows (the full-batch records are read and written through it, ``_take``/``_put``).
+    """
+
+    idx: Tensor | None
+    y: Tensor
+    lo: Tensor
+    hi: Tensor
+    step: Tensor
+    budget: Tensor | None  # early stop: flips each row may still take before it stops
+    p0: Tensor | None  # the KL objective's target distribution
+    targets: Tensor | None  # targeted rows (>= 0)
+
+    def take(self, pos: Tensor, *step_tensors: Tensor) -> tuple[Tensor, ...]:
+        """Keep the rows at ``pos`` (of the current rows, in that order) of every field, and
+        return ``step_tensors`` (this step's per-row tensors: iterate, gradient, ...) cut alike."""
+        self.idx = pos if self.idx is None else self.idx.index_select(0, pos)
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if f.name != "idx" and t is not None:
+                setattr(self, f.name, t.index_select(0, pos))
+        return tuple(t.index_select(0, pos) for t in step_tensors)
 
 
 def _rows(mask: Tensor, like: Tensor) -> Tensor:
@@ -271,22 +300,21 @@ def pgd(
         if objective == "kl" and p0 is None:
             with torch.no_grad(), precision(0):
                 p0 = F.softmax(net(x), dim=1)
-        # Active set: None = every sample; else the batch positions of the active rows,
-        # and every *_a tensor below holds only those rows. live: None = every active row
-        # is attacked; else [rows] bool, False on the stopped rows that pad the bucket.
-        idx: Tensor | None = None
+        # live: None = every active row is attacked; else [rows] bool, False on the stopped
+        # rows that pad the bucket.
+        act = _ActiveSet(idx=None, y=y, lo=lo, hi=hi, step=step_b, p0=p0, targets=targets,
+                         budget=None if stop_after_flip is None else torch.full((b,), stop_after_flip, **long))
         live: Tensor | None = None
         rows = bucket_rows(b) if bucket is None else int(bucket)
         active = b > 0
-        y_a, lo_a, hi_a, step_a, p0_a, t_a = y, lo, hi, step_b, p0, targets
-        budget = None if stop_after_flip is None else torch.full((b,), stop_after_flip, **long)
         prev = x
         for k in range(steps):
+            idx = act.idx
             cur = cur.detach().requires_grad_(True)
             with torch.enable_grad(), precision(k):
                 logits = net(cur)
                 pred = logits.detach().argmax(1)
-                wrong = pred != y_a
+                wrong = pred != act.y
                 right = ~wrong
                 if live is not None:
                     wrong, right = wrong & live, right & live
@@ -299,14 +327,14 @@ def pgd(
                     _put(x_clean, idx, torch.where(f, prev, _take(x_clean, idx)))
                     _put(x_first, idx, torch.where(f, cur.detach(), _take(x_first, idx)))
                 keep = None
-                if budget is not None:
-                    stop = wrong & (budget == 0)
-                    budget = budget - (wrong & ~stop).long()
+                if act.budget is not None:
+                    stop = wrong & (act.budget == 0)
+                    act.budget = act.budget - (wrong & ~stop).long()
                     _put(x_last, idx, torch.where(_rows(stop, cur), cur.detach(), _take(x_last, idx)))
                     _put(pred_last, idx, torch.where(stop, pred, _take(pred_last, idx)))
                     keep = ~stop if live is None else live & ~stop
                 weight = None if keep is None else keep.to(logits.dtype)
-                loss = _attack_loss(logits, y_a, p0_a, weight, t_a)
+                loss = _attack_loss(logits, act.y, act.p0, weight, act.targets)
                 grad = torch.autograd.grad(loss, cur)[0]
             cur = cur.detach()
             if keep is not None:
@@ -318,24 +346,20 @@ def pgd(
                 if size < keep.numel():
                     # the kept rows (in order), then stopped ones up to the bucket's size
                     pos = torch.sort((~keep).to(torch.uint8), stable=True).indices[:size]
-                    idx = pos if idx is None else idx.index_select(0, pos)
-                    y_a, lo_a, hi_a, step_a, budget, cur, grad, keep = (
-                        t.index_select(0, pos) for t in (y_a, lo_a, hi_a, step_a, budget, cur, grad, keep)
-                    )
-                    p0_a = None if p0_a is None else p0_a.index_select(0, pos)
-                    t_a = None if t_a is None else t_a.index_select(0, pos)
+                    cur, grad, keep = act.take(pos, cur, grad, keep)
                 live = None if n == size else keep
             prev = cur
-            cur = cur + step_a * grad.sign()
+            cur = cur + act.step * grad.sign()
             if omega > 0:
-                cur = cur + omega * _take(torch.randn_like(x), idx)  # whole-batch draw: one stream, any bucket
-            cur = torch.maximum(torch.minimum(cur, hi_a), lo_a)
+                cur = cur + omega * _take(torch.randn_like(x), act.idx)  # whole-batch draw: one stream, any bucket
+            cur = torch.maximum(torch.minimum(cur, act.hi), act.lo)
 
         if active:
+            idx = act.idx
             # Survivors ran every step: one forward (no backward) for their prediction.
             with torch.no_grad():
                 pred = net(cur).argmax(1)
-            wrong = pred != y_a
+            wrong = pred != act.y
             stf_a = _take(steps_to_flip, idx)
             never = stf_a == -1  # False on the padding rows: they stopped, so they were seen misclassified
             _put(steps_to_flip, idx, torch.where(wrong & never, steps, stf_a))
