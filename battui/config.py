@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from battui.errors import UserError
-from battui.validate import validate_config
+from battui.validate import normalize_classes, validate_config
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -274,7 +274,8 @@ def _set_key(cfg: Config, dotted: str, value: Any) -> None:
         return
     if len(parts) > 2:
         raise UserError(f"unknown config key '{dotted}': '{section}.{key}' has no sub-keys")
-    setattr(obj, key, _coerce(value, getattr(obj, key), dotted))
+    value = _coerce(value, getattr(obj, key), dotted)
+    setattr(obj, key, normalize_classes(value) if dotted == "data.classes" else value)
 
 
 def _validate_method_params(cfg: Config) -> None:

@@ -121,7 +121,8 @@ def _check_method(cfg) -> None:
 
 
 def validate_config(cfg) -> None:
-    """Check every value of a `Config`; the first problem raises a one-line UserError."""
+    """Check every value of a `Config` (and change none); the first problem raises a one-line
+    UserError. The one place the values are checked: the code that reads them trusts them."""
     from battui.data import DATASETS
     from battui.models import MODELS
 
@@ -129,7 +130,8 @@ def validate_config(cfg) -> None:
     _choice("data.name", d.name, DATASETS)
     if not str(d.root).strip():
         raise UserError("data.root must name a folder, e.g. data")
-    d.classes = normalize_classes(d.classes)
+    if normalize_classes(d.classes) != d.classes:  # `config` normalises it when it is set
+        raise UserError(f"data.classes must be a list of class indices or names, e.g. [0,1,2], got {d.classes!r}")
     check_number("data.val_per_class", d.val_per_class, 0, 1_000_000)
     check_number("data.test_fraction", d.test_fraction, 0.0, 0.99, low_open=True)
     if d.image_size:
@@ -169,6 +171,9 @@ def validate_config(cfg) -> None:
     _choice("train.schedule", t.schedule, ("multistep", "cosine", "constant"))
     for m in t.milestones:
         check_number("train.milestones", m, 0.0, None, low_open=True, hint=" (fractions of the epochs or epochs)")
+    bad = [m for m in t.milestones if m > t.epochs]
+    if t.schedule == "multistep" and bad:
+        raise UserError(f"train.milestones must be fractions of the epochs (0..1] or epoch numbers, got {bad}")
     check_number("train.gamma", t.gamma, 0.0, None, low_open=True)
     check_number("train.seed", t.seed, 0, 2**63 - 1)
     _choice("train.amp", t.amp, SWITCHES)

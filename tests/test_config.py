@@ -107,3 +107,21 @@ def test_yaml_quirks_in_overrides():
     cfg = load_config("digits-cnn", ["train.lr=1e30", "train.amp=true", "train.channels_last=false"])
     assert cfg.train.lr == 1e30
     assert (cfg.train.amp, cfg.train.channels_last) == ("true", "false")
+
+
+def test_validate_config_checks_and_changes_nothing():
+    import copy
+
+    from battui.validate import validate_config
+
+    cfg = load_config("synthetic-tiny", ["data.classes=0,1,2", "train.schedule=multistep"])
+    assert cfg.data.classes == [0, 1, 2]  # normalised where it is set, not by the check
+    before = copy.deepcopy(cfg.to_dict())
+    validate_config(cfg)
+    assert cfg.to_dict() == before
+    cfg.data.classes = "0,1,2"  # a value that skipped the config's normalisation is refused, not rewritten
+    with pytest.raises(UserError, match="data.classes must be a list"):
+        validate_config(cfg)
+    assert cfg.data.classes == "0,1,2"
+    with pytest.raises(UserError, match="train.milestones must be fractions of the epochs"):
+        load_config("synthetic-tiny", ["train.epochs=2", "train.schedule=multistep", "train.milestones=[3]"])

@@ -20,30 +20,25 @@ from battui.errors import UserError
 
 
 def build_optimizer(train: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if train.lr <= 0:
-        raise UserError(f"train.lr must be > 0, got {train.lr}")
+    """The optimiser of a validated `train` section (`battui.validate` checked its values)."""
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     if train.optimizer == "adam":
         return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
-    raise UserError(f"unknown train.optimizer '{train.optimizer}'; use sgd or adam")
+    raise ValueError(f"unknown train.optimizer {train.optimizer!r} (validate_config refuses it)")
 
 
 class EpochSchedule:
     """LR factor per epoch: multistep (x gamma at each milestone fraction), cosine, constant.
 
     A plain callable object, so `LambdaLR.state_dict()` stays tensors and plain numbers.
+    Built from a validated `train` section (`battui.validate`: schedule, epochs, milestones).
     """
 
     def __init__(self, train: TrainConfig) -> None:
         self.kind = train.schedule
-        self.epochs = max(1, train.epochs)
+        self.epochs = train.epochs
         self.gamma = train.gamma
-        if self.kind not in ("multistep", "cosine", "constant"):
-            raise UserError(f"unknown train.schedule '{self.kind}'; use multistep, cosine or constant")
-        bad = [m for m in train.milestones if not isinstance(m, (int, float)) or not 0 < m <= train.epochs]
-        if self.kind == "multistep" and bad:
-            raise UserError(f"train.milestones must be fractions of the epochs (0..1] or epoch numbers, got {bad}")
         self.milestones = sorted(int(round(m * train.epochs)) if m <= 1 else int(m) for m in train.milestones)
 
     def __call__(self, epoch: int) -> float:

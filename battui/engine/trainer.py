@@ -104,8 +104,6 @@ class Trainer:
         self.dist, self.device = distributed.init_from_env(device)
         self.speed = SpeedSettings.resolve(cfg.train, self.device)
         self._global_flags = apply_determinism(cfg.train.deterministic, self.device)
-        if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-            raise UserError("train.epochs and train.batch_size must be at least 1")
         if cfg.run.tensorboard:
             from battui.report.tensorboard import summary_writer_class
 
