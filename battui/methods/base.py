@@ -1,4 +1,28 @@
-"""The interface every training method implements, and its records."""
+"""The interface every training method implements, and its records.
+
+Method state stays plain attributes (not `nn.Module` buffers), decided with a measured
+prototype (WAT's `cum_cost`/`rounds` as buffers, as timm's loss modules hold theirs):
+
+- DDP: a method is held by the `LossModule` that DDP wraps (engine/distributed.py); as an
+  `nn.Module` its buffers become DDP's (`method.cum_cost`, `method.rounds`) and are
+  broadcast from rank 0 at every forward (`broadcast_buffers=True`, which the model's
+  BatchNorm statistics need), overwriting each rank's own partial per-class sums (CFA's
+  hits/seen, DAFA's similarity sums) -- a change of results, not a refactor.
+- Checkpoints: last.pt's `method_state` holds plain ints and nested dicts (`rounds`,
+  `measured_epochs`, `epoch`, CFA's FAWA weights or None); `nn.Module.load_state_dict`
+  refuses today's files ("expected torch.Tensor ... but received <class 'int'>"), so a
+  loader for them is needed anyway, and the FAWA average is not a fixed set of buffers.
+- Device moves: the per-class updates run in float64 on the host between epochs and the
+  loss wants the step's device and dtype; buffers give a device move, not the derived
+  per-class weights in the step's dtype: recomputing and casting WAT's weights every step
+  took 48 us against 0.7 us for the `on_device` cache hit, so a cache is needed either way
+  (benchmarks/method_state.py, PyTorch 2.14, a 2-thread CPU).
+- Shape checks come for free, but as a multi-line RuntimeError; `checked_tensors` gives
+  the one-line error naming the method and the key.
+
+So `on_device` (a device copy per change of the host-side state) and `checked_tensors`
+(the one shape check of a `load_state_dict`) stay the one mechanism of every method.
+"""
 
 from __future__ import annotations
 
