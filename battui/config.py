@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from battui.errors import UserError
-from battui.validate import normalize_classes, validate_config
+from battui.validate import RETIRED, normalize_classes, validate_config
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -41,7 +41,6 @@ class DataConfig:
     channels: int = 3  # synthetic only
     per_class: int = 60  # synthetic only: images per class before the splits
     augment: bool = False  # random crop (pad 4) + horizontal flip on the training split
-    on_device: str = "auto"  # hold the whole dataset on the GPU: auto | true | false
 
 
 @dataclass
@@ -300,7 +299,8 @@ def from_dict(data: dict, where: str = "config") -> Config:
         if not isinstance(value, dict):
             raise UserError(f"{where}: section '{section}' must be a mapping")
         for key, v in value.items():
-            _set_key(cfg, f"{section}.{key}", v)
+            if f"{section}.{key}" not in RETIRED:
+                _set_key(cfg, f"{section}.{key}", v)
     return cfg
 
 

@@ -27,6 +27,9 @@ SWITCHES = ("auto", "true", "false", "1", "0", "yes", "no", "on", "off")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # Settings that make a resumed run another experiment (data split, network, loss, training attack).
 PROTECTED = ("data.", "model.", "method.", "attack.", "train.seed")
+# Keys older configs hold that nothing reads any more: a config file or checkpoint with one still
+# loads (the key is dropped), a resume does not count it as a change, `--set` refuses it as unknown.
+RETIRED = ("data.on_device",)
 WIDTH_MODELS = ("cnn", "resnet18", "preact-resnet18")  # the models that take model.width
 
 # Method parameters: (low, high, low_open); None = unbounded. Keyed by parameter, or (method, parameter).
@@ -138,7 +141,6 @@ def validate_config(cfg) -> None:
         check_number("data.image_size", d.image_size, 8, MAX_IMAGE_SIZE, hint=" (0 = the dataset's own size)")
     check_number("data.channels", d.channels, 1, 16)
     check_number("data.per_class", d.per_class, 2, 1_000_000)
-    _choice("data.on_device", d.on_device, SWITCHES)
     _choice("model.name", cfg.model.name, MODELS)
     if cfg.model.depth not in ((0, 2, 3) if cfg.model.name == "cnn" else (0,)):
         raise UserError(f"model.depth={cfg.model.depth}: only the cnn takes a depth (2 or 3; 0 = its default)")
@@ -233,7 +235,7 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     a, b = _flat(plain(old)), _flat(plain(new))
     out = []
     for key in sorted(set(a) | set(b)):
-        if key.startswith("run.") or key == "description":
+        if key.startswith("run.") or key == "description" or key in RETIRED:
             continue
         if a.get(key) != b.get(key):
             out.append((key, a.get(key), b.get(key)))

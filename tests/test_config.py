@@ -125,3 +125,16 @@ def test_validate_config_checks_and_changes_nothing():
     assert cfg.data.classes == "0,1,2"
     with pytest.raises(UserError, match="train.milestones must be fractions of the epochs"):
         load_config("synthetic-tiny", ["train.epochs=2", "train.schedule=multistep", "train.milestones=[3]"])
+
+
+def test_a_config_holding_the_retired_data_on_device_still_loads_and_resumes_unchanged():
+    from battui.config import config_from_dict
+    from battui.validate import config_changes
+
+    old = load_config("synthetic-tiny").to_dict()
+    old["data"]["on_device"] = "auto"  # what config.yaml and last.pt's config held before it was retired
+    cfg = config_from_dict(old)
+    assert "on_device" not in cfg.to_dict()["data"]
+    assert config_changes(old, cfg.to_dict()) == []  # a resume sees no change of the data section
+    with pytest.raises(UserError, match="unknown config key 'data.on_device'"):
+        load_config("synthetic-tiny", ["data.on_device=true"])
