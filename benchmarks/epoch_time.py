@@ -144,6 +144,7 @@ class Loops:
 
         bench = Loops(trainer)
         bench.time(repeats)     # {"warmup": {loop: s}, "times": {loop: [s, ...]}, "cpu_times": ..., "peak_mib": ...}
+        bench.warm_up(); bench.timed(repeats)   # the same in two parts
         bench.census(n)         # sync points per step of each loop
     """
 
@@ -170,17 +171,24 @@ class Loops:
         torch.manual_seed(seed)
 
     def time(self, repeats: int) -> dict:
-        """Each loop once first (kept apart as its warm-up time: cuDNN autotuning, compilation, allocator,
-        first calls), then the loops alternating `repeats` times."""
-        dev = self.trainer.device
-        cuda = dev.type == "cuda"
-        out: dict = {"warmup": {}, "times": {k: [] for k in self.loops}, "cpu_times": {k: [] for k in self.loops},
-                     "peak_mib": {}}
+        """`warm_up()`, then `timed(repeats)`, in one dict."""
+        return {"warmup": self.warm_up(), **self.timed(repeats)}
+
+    def warm_up(self) -> dict[str, float]:
+        """Each loop once, its seconds: cuDNN autotuning, compilation, allocator, first calls."""
+        out = {}
         for key, fn in self.loops.items():
             self.reset()
-            with Clock(dev) as c:
+            with Clock(self.trainer.device) as c:
                 fn()
-            out["warmup"][key] = c.seconds
+            out[key] = c.seconds
+        return out
+
+    def timed(self, repeats: int) -> dict:
+        """The loops alternating `repeats` times: seconds and process CPU seconds of each, peak GPU MiB."""
+        dev = self.trainer.device
+        cuda = dev.type == "cuda"
+        out: dict = {"times": {k: [] for k in self.loops}, "cpu_times": {k: [] for k in self.loops}, "peak_mib": {}}
         for _ in range(max(1, repeats)):
             for key, fn in self.loops.items():
                 self.reset()
