@@ -104,6 +104,16 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order, on every rank (`[obj]` when not distributed).
+    A collective: every rank calls it."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank, in place.
 
