@@ -85,13 +85,13 @@ def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(t
         while True:  # pause again, at a batch before an epoch's last, and stop there: the stop trains that batch
             n = count("paused") + 1
             send_command(run, "pause")
-            events = wait_for_event(run, proc, lambda ev: sum(e["type"] == "paused" for e in ev) >= n, "a pause")
+            events = wait_for_event(run, proc, lambda ev, n=n: sum(e["type"] == "paused" for e in ev) >= n, "a pause")
             paused = [e for e in events if e["type"] == "paused"][-1]
             if paused["batch"] + 1 < events[0]["batches_per_epoch"]:
                 break
             n = count("resumed") + 1
             send_command(run, "resume")
-            wait_for_event(run, proc, lambda ev: sum(e["type"] == "resumed" for e in ev) >= n, "a resume")
+            wait_for_event(run, proc, lambda ev, n=n: sum(e["type"] == "resumed" for e in ev) >= n, "a resume")
         send_command(run, "stop")
         proc.wait(timeout=120)
     finally:
