@@ -24,8 +24,8 @@ when `data.val_per_class` is 0, on the test split with `split: "test"`.
 
 Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the
 batches from (train.seed, e), so a run resumed from an end-of-epoch `last.pt`
-replays exactly; a mid-epoch `last.pt` (stop or manual save) carries the RNG
-states and the batch index and resumes from the next batch.
+replays exactly; a mid-epoch `last.pt` (stop or manual save) carries every rank's RNG
+states and the batch index and resumes from the next batch (with the same number of ranks).
 """
 
 from __future__ import annotations
