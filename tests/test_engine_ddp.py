@@ -202,3 +202,27 @@ def test_global_batch_must_divide_over_the_ranks(tmp_path):
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert len(lines) == 1 and "global batch" in lines[0] and "2 ranks" in lines[0], lines
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_mid_epoch_last_pt_of_two_ranks_is_refused_by_one_process_and_nothing_changes(tmp_path, one_thread):
+    import pytest
+
+    from battui.engine.checkpoint import save_checkpoint
+    from battui.engine.control import RunControl
+    from battui.engine.trainer import Trainer
+    from battui.errors import UserError
+
+    control = RunControl()
+    cfg = load_config("synthetic-tiny", ["train.epochs=1", f"run.root={tmp_path}", "run.name=two"])
+    trainer = Trainer(cfg, control=control, listeners=[lambda e: e["type"] == "batch" and control.stop.set()])
+    assert trainer.prepare().run() == "interrupted"
+    run, last = tmp_path / "two", tmp_path / "two" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["batch"] == 1 and len(ckpt["rng"]) == 1
+    ckpt.pop("path")
+    save_checkpoint(last, {**ckpt, "rng": ckpt["rng"] * 2})  # as two ranks save it
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"epoch 1 batch 1\) with the RNG states of 2 rank\(s\); resume it with 2 "
+                                        r"\(this run has 1\)"):
+        Trainer(None, resume=run).prepare()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
