@@ -24,8 +24,8 @@ when `data.val_per_class` is 0, on the test split with `split: "test"`.
 
 Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the
 batches from (train.seed, e), so a run resumed from an end-of-epoch `last.pt`
-replays exactly; a mid-epoch `last.pt` (stop or manual save) carries the RNG
-states and the batch index and resumes from the next batch.
+replays exactly; a mid-epoch `last.pt` (stop or manual save) carries every rank's RNG
+states and the batch index and resumes from the next batch (with the same number of ranks).
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ class Trainer:
         if cfg.eval.val_subset and len(val) > cfg.eval.val_subset:
             pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
             val = val.subset(torch.sort(pick)[0])
-        self.val_batches = Batches(val, cfg.eval.batch_size, **common)
-        # the final test eval: rank 0 alone, on `battui eval`'s batches, so it gives `battui eval last.pt`'s numbers
+        # the per-epoch and the final test eval: rank 0 alone (the others join the sums with no images), on
+        # `battui eval`'s batches, so they give one process's numbers (the random starts follow the batches)
+        self.val_batches = Batches(val, cfg.eval.batch_size, device=home) if self.dist.is_main else []
         self.test_batches = Batches(splits.test, cfg.eval.batch_size, device=home) if self.dist.is_main else []
         self.train_size, self.val_size = len(splits.train), len(val)
 
@@ -220,7 +221,7 @@ class Trainer:
         self.step = int(ckpt.get("step", 0))
         self.best_metric = ckpt.get("best_metric")
         self.epoch_progress = ckpt.get("epoch_progress")
-        self.resume_rng = ckpt.get("rng")
+        self.resume_rng = runs.resumed_rng_state(ckpt, self.dist)  # this rank's, mid-epoch
         if self.start_epoch >= self.cfg.train.epochs and not self.start_batch:
             raise UserError(f"{self.resume_dir} already trained all {self.cfg.train.epochs} epochs; "
                             f"pass --epochs N (N > {self.start_epoch}) to train longer")
@@ -251,7 +252,7 @@ class Trainer:
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
             "epoch": epoch_done, "batch": batch_done, "step": self.step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "method_state": self.method.state_dict(), "rng": runs.rng_state(),
+            "method_state": self.method.state_dict(), "rng": runs.rng_states(self.dist),
             "best_metric": self.best_metric, "epoch_progress": progress,
             "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
         }
@@ -358,10 +359,7 @@ class Trainer:
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             if start_batch:
                 self.attack_counter.reset(self.epoch_progress if self.dist.is_main else None)
-                if self.dist.is_main:
-                    runs.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
-                else:  # only rank 0's states are saved; other ranks continue from a fresh stream
-                    runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
+                runs.set_rng_state(self.resume_rng)  # exact: this rank's states saved after that batch
             else:
                 self.attack_counter.reset()
                 runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank))
