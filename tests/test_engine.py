@@ -195,7 +195,7 @@ def test_truncated_event_line_is_skipped_and_repaired_on_resume(tmp_path):
 
     with pytest.raises(UserError, match="already trained"):
         Trainer(None, resume=trainer.run_dir).prepare()
-    from battui.engine.runs import resume_config
+    from battui.engine.resume import resume_config
 
     resumed = Trainer(resume_config(trainer.run_dir, ["train.epochs=2"]), resume=trainer.run_dir).prepare()
     assert resumed.run() == "completed"

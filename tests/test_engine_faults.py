@@ -22,7 +22,7 @@ from battui.config import load_config
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.faults import CHECKPOINTS_KEPT, free_bytes, low_space_warning
 from battui.engine.headless import HeadlessLog
-from battui.engine.runs import resume_config
+from battui.engine.resume import resume_config
 from battui.engine.trainer import Trainer
 from tests.support import ROOT
 from tests.support.cli import child_env

@@ -21,8 +21,8 @@ from battui.config import load_config
 from battui.engine import distributed
 from battui.engine.control import RunControl
 from battui.engine.headless import HeadlessLog
+from battui.engine.resume import resume_config
 from battui.engine.rundir import RunDir
-from battui.engine.runs import resume_config
 from battui.engine.signals import exit_code, handle_signals
 from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
 from battui.engine.trainer import Trainer

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from battui.config import Config, EvalConfig
-from battui.engine import distributed, numerics, pretrained, runs
+from battui.engine import distributed, numerics, pretrained, runfiles, seeding
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
@@ -46,6 +46,7 @@ from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Messag
 from battui.engine.faults import WriteFault, low_space_warning
 from battui.engine.loop import EpochParts, attack_event, train_epoch
 from battui.engine.metrics import ClassCounter
+from battui.engine.resume import resume_config
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import RunLock
 from battui.engine.setup import (
@@ -66,7 +67,7 @@ class Trainer:
                  control: RunControl | None = None, listeners=()) -> None:
         if cfg is None and resume is None:
             raise ValueError("Trainer needs a config or a run directory to resume")
-        self.cfg = cfg if cfg is not None else runs.resume_config(resume)
+        self.cfg = cfg if cfg is not None else resume_config(resume)
         self.resume_dir = Path(resume) if resume else None
         self.run_dir: Path = Path(run_dir) if run_dir else (self.resume_dir or Path())
         self.control = control or RunControl()
@@ -98,7 +99,7 @@ class Trainer:
         cfg = self.cfg
         validate_config(cfg)
         if self.resume_dir is None and self.run_dir == Path():
-            runs.check_run_root(cfg.run.root)
+            runfiles.check_run_root(cfg.run.root)
         per_rank_batch = distributed.per_rank_batch(cfg.train.batch_size, distributed.env_world_size())
         device, self.device_note = resolve_device(cfg.run.device)
         self.dist, self.device = distributed.init_from_env(device)
@@ -169,17 +170,17 @@ class Trainer:
         self.resumed_from = ckpt["path"] if ckpt else None
 
         if self.resume_dir is None:
-            name = runs.new_run_dir(cfg) if self.dist.is_main and self.run_dir == Path() else self.run_dir
+            name = runfiles.new_run_dir(cfg) if self.dist.is_main and self.run_dir == Path() else self.run_dir
             self.run_dir = Path(distributed.broadcast_object(str(name), self.dist))
         if self.dist.is_main:
-            runs.make_run_dir(self.run_dir)
+            runfiles.make_run_dir(self.run_dir)
             self.lock = self.lock or RunLock.acquire(self.run_dir)
             try:
-                runs.write_run_config(self.run_dir, cfg)
-                env = {**runs.env_record(self.device, seed, world),
+                runfiles.write_run_config(self.run_dir, cfg)
+                env = {**runfiles.env_record(self.device, seed, world),
                        "numerics": numerics.record(self.speed, cfg.train.deterministic, self.device)}
-                runs.write_env(self.run_dir, env, resumed=ckpt is not None or self.resume_dir is not None)
-                runs.repair_events_tail(self.events_path)
+                runfiles.write_env(self.run_dir, env, resumed=ckpt is not None or self.resume_dir is not None)
+                runfiles.repair_events_tail(self.events_path)
             except OSError as exc:  # a full or read-only disk at the start: the same one line, before training
                 self.lock.release()
                 raise UserError(WriteFault(exc.filename or self.run_dir, exc).describe(self.run_dir, self.saved)) \
@@ -248,7 +249,7 @@ class Trainer:
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
             "epoch": epoch_done, "batch": batch_done, "step": self.step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "method_state": self.method.state_dict(), "rng": runs.rng_state(),
+            "method_state": self.method.state_dict(), "rng": seeding.rng_state(),
             "best_metric": self.best_metric, "epoch_progress": progress,
             "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
         }
@@ -355,12 +356,12 @@ class Trainer:
             if start_batch:
                 self.attack_counter.reset(self.epoch_progress if self.dist.is_main else None)
                 if self.dist.is_main:
-                    runs.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
+                    seeding.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
                 else:  # only rank 0's states are saved; other ranks continue from a fresh stream
-                    runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
+                    seeding.seed_everything(seeding.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
             else:
                 self.attack_counter.reset()
-                runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank))
+                seeding.seed_everything(seeding.mix_seed(cfg.train.seed, epoch, self.dist.rank))
             outcome = self.train_epoch(epoch, start_batch)
             if outcome is not None:
                 return self._finish(outcome, epoch)
@@ -426,7 +427,7 @@ class Trainer:
 
     def _method_validation(self, epoch: int, hook=None) -> dict:
         """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
-        runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
+        seeding.seed_everything(seeding.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
         with self.speed.autocast():
             info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}

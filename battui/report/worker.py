@@ -59,7 +59,7 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
     from battui.engine.control import RunControl
     from battui.engine.device import resolve_device
     from battui.engine.headless import HeadlessLog
-    from battui.engine.runs import resume_config
+    from battui.engine.resume import resume_config
     from battui.engine.signals import exit_code, handle_signals
     from battui.engine.trainer import Trainer
     from battui.report.evaluation import evaluate_checkpoint

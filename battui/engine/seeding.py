@@ -1,0 +1,64 @@
+"""The run's RNG: seeding every generator from one number, and capturing / restoring their states
+(a mid-epoch `last.pt` carries them).
+
+    seed_everything(mix_seed(cfg.train.seed, epoch, rank))
+    state = rng_state(); ...; set_rng_state(state)
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
+
+
+def seed_everything(seed: int) -> None:
+    """torch (CPU and CUDA), python `random` and numpy from one seed."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors / plain containers (loadable with weights_only=True)."""
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    except ImportError:
+        pass
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured (CUDA states only where the devices exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    if "numpy" in state:
+        import numpy as np
+
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype("uint32")
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+
