@@ -40,7 +40,7 @@ from battui.config import EvalConfig
 from battui.engine.metrics import ClassCounter
 from battui.errors import UserError
 
-ATTACKS = ("pgd", "autoattack")
+EVAL_ATTACKS = ("pgd", "autoattack")  # `eval.attack` (attacks/autoattack.py: ATTACKS is its four attacks)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -57,7 +57,7 @@ def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> 
     spec = replace(e, attack=str(values["attack"] or "pgd").lower(), eps=float(values["eps"]),
                    step_size=float(values["step_size"]), steps=int(values["steps"]),
                    restarts=int(values["restarts"]), seed=int(values["seed"]), amp=precision == "bf16")
-    if spec.attack not in ATTACKS:
+    if spec.attack not in EVAL_ATTACKS:
         raise UserError(f"unknown attack '{spec.attack}'; use pgd or autoattack")
     if precision not in PRECISIONS:
         raise UserError(f"unknown evaluation precision '{precision}'; use fp32 or bf16")
