@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(trainer: Trainer, args) -> int:
-    cfg, dev, speed = trainer.cfg, trainer.device, trainer.speed
+    cfg, dev, speed = trainer.cfg, trainer.parts.device, trainer.parts.speed
     cuda = dev.type == "cuda"
     name = torch.cuda.get_device_name(dev) if cuda else (platform.processor() or platform.machine())
-    trainer.train_batches.set_epoch(0)
-    batches = [(speed.prepare_input(x), y) for x, y in trainer.train_batches]
+    trainer.parts.train_batches.set_epoch(0)
+    batches = [(speed.prepare_input(x), y) for x, y in trainer.parts.train_batches]
     n_img = sum(len(y) for _, y in batches)
     print(f"{cfg.preset} / {cfg.method.name} / {cfg.model.name}: {n_img} images {tuple(batches[0][0].shape[1:])} "
           f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.attack_steps} steps")
@@ -148,18 +148,18 @@ def run(trainer: Trainer, args) -> int:
           + f", {torch.get_num_threads()} CPU threads; bf16={speed.amp} channels_last={speed.channels_last} "
           f"compile={speed.compile}")
 
-    model, opt = trainer.run_model, trainer.optimizer
-    start_model = copy.deepcopy(trainer.model.state_dict())
+    model, opt = trainer.parts.run_model, trainer.parts.optimizer
+    start_model = copy.deepcopy(trainer.parts.model.state_dict())
     start_opt = copy.deepcopy(opt.state_dict())
     a = cfg.attack
     eps, step = a.eps, a.step_size
 
     def reset(seed: int = 0) -> None:
-        trainer.model.load_state_dict(start_model)
+        trainer.parts.model.load_state_dict(start_model)
         opt.load_state_dict(start_opt)
         torch.manual_seed(seed)
 
-    method = method_from_config(cfg, num_classes=len(trainer.classes))
+    method = method_from_config(cfg, num_classes=len(trainer.parts.classes))
     method.start_epoch(0, cfg.train.epochs)
     loops = {
         "tight": lambda: [tight_step(model, opt, x, y, eps, step, a.steps, speed.autocast) for x, y in batches],
@@ -202,12 +202,12 @@ def run(trainer: Trainer, args) -> int:
 
     # the other phases of an epoch, once each
     with Clock(dev) as c_val:
-        info = trainer._method_validation(0) if trainer.method.needs_validation else {}
-        trainer.evaluate(trainer.val_batches, trainer.val_name, 0, info)
+        info = trainer._method_validation(0) if trainer.parts.method.needs_validation else {}
+        trainer.evaluate(trainer.parts.val_batches, trainer.parts.val_name, 0, info)
     with Clock(dev) as c_ckpt:
         trainer.save_last(epoch_done=1)
     print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.val_size} images, PGD-{cfg.eval.steps}"
-          + (", plus the method's validation" if trainer.method.needs_validation else "") + ")")
+          + (", plus the method's validation" if trainer.parts.method.needs_validation else "") + ")")
     print(f"checkpoint phase {c_ckpt.seconds:8.2f} s  (last.pt)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB" if cuda else ""
@@ -231,18 +231,18 @@ def census(trainer, batches, loops, n, method, model, opt, eps, step, speed) -> 
         for x, y in few:
             bare_step(model, opt, method, x, y, speed.autocast)
     counts["bare"] = c.total / len(few)
-    short = copy.copy(trainer.train_batches)
-    keep = trainer.train_batches.indices()[: n * short.batch_size]
+    short = copy.copy(trainer.parts.train_batches)
+    keep = trainer.parts.train_batches.indices()[: n * short.batch_size]
     short.images, short.labels = short.images[keep], short.labels[keep]
     short.world_size, short.rank, short.shuffle = 1, 0, False
-    saved = trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every
-    trainer.train_batches = short
+    saved = trainer.parts.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every
+    trainer.parts.train_batches = short
     trainer.cfg.train.log_every = trainer.cfg.train.attack_stats_every = 10**9  # events at the epoch's end only
     try:
         with SyncCensus() as c:
             trainer.train_epoch(0)
     finally:
-        trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
+        trainer.parts.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
     counts["battui"] = c.total / len(short)
     kinds = dict(sum(c.segments, start=type(c.segments[0])()))
     print(f"sync points per step: tight {counts['tight']:.1f}, bare {counts['bare']:.1f}, battui "

@@ -94,14 +94,14 @@ def test_a_run_folder_removed_mid_run_ends_in_one_line_and_is_not_recreated(tmp_
 
 def test_low_space_warning_counts_the_checkpoints_a_run_keeps(tmp_path, one_thread):
     trainer = Trainer(load_config("synthetic-tiny", [f"run.root={tmp_path}"])).prepare()
-    for p in trainer.model.parameters():
+    for p in trainer.parts.model.parameters():
         p.grad = torch.zeros_like(p)
-    trainer.optimizer.step()  # after its first step a run's checkpoints hold the momentum too
+    trainer.parts.optimizer.step()  # after its first step a run's checkpoints hold the momentum too
     assert trainer.save_last(0)
     estimate = trainer._checkpoint_bytes()
     actual = trainer.checkpoint_dir.joinpath("last.pt").stat().st_size
     assert 0.8 * actual <= estimate <= 1.2 * actual  # the model's state and the SGD momentum, as saved
-    trainer.lock.release()
+    trainer.files.lock.release()
     free = free_bytes(tmp_path)
     assert low_space_warning(tmp_path, free // (CHECKPOINTS_KEPT - 1)) is not None
     assert low_space_warning(tmp_path, free // (4 * CHECKPOINTS_KEPT)) is None

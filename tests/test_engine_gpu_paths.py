@@ -24,12 +24,12 @@ def epoch_batch_sizes(tmp_path: Path, method: str) -> tuple[set[int], int]:
     trainer = Trainer(tiny(tmp_path, f"method.name={method}", "data.per_class=50", "train.batch_size=128",
                            f"run.name={method}-{len(list(tmp_path.glob('runs/*')))}")).prepare()
     sizes: set[int] = set()
-    hook = trainer.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(inputs[0].shape[0]))
+    hook = trainer.parts.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(inputs[0].shape[0]))
     try:
         assert trainer.train_epoch(0) is None
     finally:
         hook.remove()
-        trainer.lock.release()
+        trainer.files.lock.release()
     return sizes, trainer.train_size
 
 

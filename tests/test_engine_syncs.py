@@ -56,7 +56,7 @@ def _step_counts(tmp_path: Path, method: str, *overrides: str) -> list[int]:
     cfg = load_config("synthetic-tiny", [f"run.root={tmp_path}", f"method.name={method}", "train.epochs=1",
                                          "train.log_every=1000", "train.attack_stats_every=1000", *overrides])
     trainer = Trainer(cfg).prepare()
-    n = len(trainer.train_batches)
+    n = len(trainer.parts.train_batches)
     assert n >= 4
     with census_per_batch() as census:
         assert trainer.train_epoch(0) is None

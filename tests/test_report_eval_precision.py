@@ -22,7 +22,7 @@ def test_final_test_eval_equals_battui_eval_of_last_pt(tmp_path, capsys) -> None
     cfg = load_config("synthetic-tiny", [f"run.root={tmp_path / 'runs'}", "train.epochs=1", "train.seed=3",
                                          "train.amp=true"])
     trainer = Trainer(cfg).prepare()
-    assert trainer.speed.amp and trainer.run() == "completed"
+    assert trainer.parts.speed.amp and trainer.run() == "completed"
     final = [e for e in read_events(trainer.events_path) if e["type"] == "eval" and e["split"] == "test"][-1]
     assert final["attack"]["precision"] == "fp32" and final["attack"]["seed"] == 0
     out = tmp_path / "eval.json"

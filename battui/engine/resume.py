@@ -1,16 +1,24 @@
 """What `--resume` needs: the run's saved config with overrides, checked against its last.pt.
 
     cfg = resume_config("runs/digits-cnn-pgd-at-20250101-120000", ["train.epochs=40"])
+    start = restore(build_run(cfg, resuming=True), run_dir, cfg.train.epochs)   # continue its last.pt
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from battui.config import Config, read_config
+from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import other_holder, taken
+from battui.engine.setup import resume_schedule
 from battui.errors import UserError
+
+if TYPE_CHECKING:
+    from battui.engine.build import RunParts
 
 
 def never_started(run_dir: Path) -> bool:
@@ -41,7 +49,6 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     first checkpoint again from epoch 1 in the same folder.
     """
     from battui.config import _set_key, _validate_method_params, parse_override
-    from battui.engine.checkpoint import load_checkpoint
     from battui.validate import config_changes, describe_changes, protected, validate_config
 
     run_dir = Path(run_dir)
@@ -78,3 +85,43 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
         note(f"resuming with changed settings: {describe_changes(changes)}")
     return cfg
 
+
+
+@dataclass
+class StartPoint:
+    """Where a run starts: `StartPoint()` for a fresh run, else its last.pt's (`restore`)."""
+
+    path: Path | None = None  # the last.pt it continues
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the next epoch done (a mid-epoch last.pt), else 0
+    step: int = 0  # optimiser steps so far
+    best_metric: list[float] | None = None  # [worst-class, average] robust error of best.pt
+    epoch_progress: dict | None = None  # the epoch's training-attack counts so far (rank 0's sums), mid-epoch
+    rng: dict | None = None  # the RNG states saved after that batch, mid-epoch
+
+
+def restore(parts: RunParts, run_dir: Path, epochs: int) -> StartPoint:
+    """Load `run_dir`'s last.pt: its weights and the optimiser, schedule and method states into a built run.
+
+    The config's optimiser settings and schedule win over the saved ones (`setup.resume_schedule`);
+    a state that does not fit the config, or a run that already trained all `epochs`, is a `UserError`.
+    """
+    path = RunDir(run_dir).last
+    ckpt = load_checkpoint(path)
+    load_model_state(parts.model, ckpt["model"], str(path))
+    try:
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+        sched = dict(ckpt["scheduler"])
+        sched["lr_lambdas"] = [None] * len(parts.optimizer.param_groups)  # schedule from the (maybe extended) config
+        parts.scheduler.load_state_dict(sched)
+        resume_schedule(parts.cfg.train, parts.optimizer, parts.scheduler)
+        parts.method.load_state_dict(ckpt.get("method_state") or {})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"{path} does not fit this run's config: {exc}") from None
+    point = StartPoint(path=path, epoch=int(ckpt["epoch"]), batch=int(ckpt.get("batch", 0)),
+                        step=int(ckpt.get("step", 0)), best_metric=ckpt.get("best_metric"),
+                        epoch_progress=ckpt.get("epoch_progress"), rng=ckpt.get("rng"))
+    if point.epoch >= epochs and not point.batch:
+        raise UserError(f"{run_dir} already trained all {epochs} epochs; "
+                        f"pass --epochs N (N > {point.epoch}) to train longer")
+    return point

@@ -1,4 +1,4 @@
-"""Creating a run directory and writing its records: `config.yaml`, `env.json`, the events tail.
+"""A run directory as training writes it: `RunFiles` (lock, config.yaml, env.json, events, checkpoints).
 
     runs/<preset>-<method>-<YYYYmmdd-HHMMSS>/
         config.yaml          the resolved config (what `--resume` reads back)
@@ -26,7 +26,13 @@ from typing import Any
 import torch
 
 from battui.config import Config, save_config
+from battui.engine.channel import ControlChannel
+from battui.engine.checkpoint import save_checkpoint
+from battui.engine.control import RunControl
+from battui.engine.events import EventWriter
+from battui.engine.faults import WriteFault
 from battui.engine.rundir import RunDir
+from battui.engine.runlock import RunLock
 from battui.errors import UserError
 from battui.methods import method_slug
 
@@ -147,3 +153,88 @@ def repair_events_tail(path: Path) -> None:
         tail = fh.read(back)
         cut = tail.rfind(b"\n")
         fh.truncate(size - back + cut + 1 if cut >= 0 else 0)
+
+
+class RunFiles:
+    """A training run's files, written by rank 0 alone (`main=False`: every call writes nothing).
+
+        files = RunFiles(run_dir)              # nothing touched yet
+        files.lock_for_resume()                # a resumed run: the lock before last.pt is read
+        files.create(cfg, env, resumed=False)  # the folder, the lock, config.yaml, env.json, the events tail
+        files.open(control)                    # events.jsonl (appended) and the control FIFO
+        files.write_event(record); files.save("last", payload, epoch=2, batch=0)
+        files.close()                          # events, FIFO, and the lock unless `keep_lock`
+
+    `lock` may be set before `create` (a table's worker holds it already); `keep_lock` leaves it
+    held after `close` (a handover to a detached process, or the worker releasing it itself).
+    `saved` is the (epochs, batches) of the last.pt on disk, for the write-failure message.
+    """
+
+    KINDS = {"last": "last", "manual": "last", "best": "best", "averaged": "averaged"}  # kind -> RunDir file
+
+    def __init__(self, path: str | Path = Path(), *, main: bool = True) -> None:
+        self.path, self.main = Path(path), main
+        self.lock: RunLock | None = None
+        self.keep_lock = False
+        self.writer: EventWriter | None = None
+        self.channel: ControlChannel | None = None
+        self.saved: tuple[int, int] | None = None
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    def lock_for_resume(self) -> None:
+        if self.main:
+            self.lock = self.lock or RunLock.acquire(self.path)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def create(self, cfg: Config, env: dict[str, Any], resumed: bool) -> None:
+        """The run directory with its lock, config.yaml and env.json (a resume appends to env.json and
+        drops a torn last line of events.jsonl); a full or read-only disk: one-line `UserError`."""
+        if not self.main:
+            return
+        make_run_dir(self.path)
+        self.lock = self.lock or RunLock.acquire(self.path)
+        try:
+            write_run_config(self.path, cfg)
+            write_env(self.path, env, resumed=resumed)
+            repair_events_tail(self.dir.events)
+        except OSError as exc:
+            self.lock.release()
+            raise UserError(WriteFault(exc.filename or self.path, exc).describe(self.path, self.saved)) from None
+
+    def open(self, control: RunControl) -> None:
+        if self.main:
+            self.writer = EventWriter(self.dir.events)
+            self.channel = ControlChannel(self.path, control).open()
+
+    def write_event(self, record: dict) -> None:
+        if self.writer is not None:
+            self.writer.write(record)
+
+    def close_events(self) -> None:
+        """Stop writing events.jsonl (it refused a line: the listeners still hear the rest)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def save(self, kind: str, payload: dict, *, epoch: int, batch: int = 0) -> Path | None:
+        """Write checkpoint `kind` (last, manual -> last.pt; best; averaged -> fawa.pt); None off rank 0."""
+        if not self.main:
+            return None
+        path = save_checkpoint(getattr(self.dir, self.KINDS[kind]), payload)
+        if self.KINDS[kind] == "last":
+            self.saved = (epoch, batch)
+        return path
+
+    def close(self) -> None:
+        self.close_events()
+        if self.channel is not None:
+            self.channel.close()
+        if self.lock is not None and not self.keep_lock:
+            self.lock.release()

@@ -1,7 +1,7 @@
 """The run's RNG: seeding every generator from one number, and capturing / restoring their states
 (a mid-epoch `last.pt` carries them).
 
-    seed_everything(mix_seed(cfg.train.seed, epoch, rank))
+    seed_epoch(cfg.train.seed, epoch, rank)     # or, resumed mid-epoch, from the states last.pt saved
     state = rng_state(); ...; set_rng_state(state)
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
+from battui.data.batches import mix_seed  # one seed mixer for data and engine
 
 
 def seed_everything(seed: int) -> None:
@@ -62,3 +62,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         keys = n["keys"].numpy().astype("uint32")
         np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
 
+
+def seed_epoch(seed: int, epoch: int, rank: int, start_batch: int = 0, saved: dict[str, Any] | None = None) -> None:
+    """Epoch `epoch`'s randomness on this rank: from (seed, epoch, rank); resumed after batch `start_batch`,
+    the `saved` states of that moment (`rng_state`; only rank 0's are saved) or, without them, a fresh
+    stream from (seed, epoch, rank, start_batch)."""
+    if start_batch and saved is not None:
+        set_rng_state(saved)  # exact: the states saved after that batch
+    elif start_batch:
+        seed_everything(mix_seed(seed, epoch, rank, start_batch))
+    else:
+        seed_everything(mix_seed(seed, epoch, rank))

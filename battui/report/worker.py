@@ -81,7 +81,7 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
             control = RunControl()
             cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
             trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
-            trainer.lock, trainer.keep_lock = lock, True
+            trainer.files.lock, trainer.files.keep_lock = lock, True
             trainer.prepare()
             with handle_signals(control):
                 status = trainer.run()

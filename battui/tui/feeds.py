@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from textual.app import App
 
     from battui.engine.control import RunControl
-    from battui.engine.runlock import RunLock
+    from battui.engine.runfiles import RunFiles
 
 STALE_AFTER = 60.0  # seconds without an event before a watched run counts as quiet
 WATCH_BATCH = 500  # events per message while catching up on a long file
@@ -106,8 +106,7 @@ class Trainable(Protocol):
     run_dir: Path
     events_path: Path
     listeners: list
-    keep_lock: bool  # the run was handed to a background process: the lock goes with it
-    lock: RunLock | None
+    files: RunFiles  # its lock; `files.keep_lock`: the run was handed to a background process, the lock goes too
 
     def run(self) -> RunStatus: ...
 
@@ -198,7 +197,7 @@ class LiveFeed(Feed):
         return self.result is None
 
     def hand_over(self) -> None:
-        self.trainer.keep_lock = True
+        self.trainer.files.keep_lock = True
 
 
 class WatchFeed(Feed):
