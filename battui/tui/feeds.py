@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from textual.message import Message
 
 from battui.engine.channel import send_command
-from battui.engine.events import RunStatus, follow_events, read_events
+from battui.engine.events import DisplayState, RunStatus, follow_events, read_events
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid, process_exists, recorded_pid
 from battui.errors import UserError
@@ -264,10 +264,10 @@ class WatchFeed(Feed):
             self.pid = holder
         alive = pid_alive(self.pid) if self.pid else None
         if alive is False and self.caught_up:
-            return RunStatus.STALE, f"process {self.pid} is gone and the run did not finish"
+            return DisplayState.STALE, f"process {self.pid} is gone and the run did not finish"
         if idle > STALE_AFTER:
             if alive:
-                return RunStatus.RUNNING, f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
-            return RunStatus.STALE, f"no event for {format_duration(idle)}; the run stopped writing"
+                return DisplayState.RUNNING, f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
+            return DisplayState.STALE, f"no event for {format_duration(idle)}; the run stopped writing"
         return None
 
