@@ -142,7 +142,7 @@ def run(trainer: Trainer, args) -> int:
     batches = [(speed.prepare_input(x), y) for x, y in trainer.parts.train_batches]
     n_img = sum(len(y) for _, y in batches)
     print(f"{cfg.preset} / {cfg.method.name} / {cfg.model.name}: {n_img} images {tuple(batches[0][0].shape[1:])} "
-          f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.attack_steps} steps")
+          f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.parts.attack_steps} steps")
     print(f"device {dev} ({name}); python {platform.python_version()}, torch {torch.__version__}"
           + (f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if cuda else "")
           + f", {torch.get_num_threads()} CPU threads; bf16={speed.amp} channels_last={speed.channels_last} "
@@ -206,7 +206,7 @@ def run(trainer: Trainer, args) -> int:
         trainer.evaluate(trainer.parts.val_batches, trainer.parts.val_name, 0, info)
     with Clock(dev) as c_ckpt:
         trainer.save_last(epoch_done=1)
-    print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.val_size} images, PGD-{cfg.eval.steps}"
+    print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.parts.val_size} images, PGD-{cfg.eval.steps}"
           + (", plus the method's validation" if trainer.parts.method.needs_validation else "") + ")")
     print(f"checkpoint phase {c_ckpt.seconds:8.2f} s  (last.pt)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -103,7 +103,7 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert (mid["epoch"], mid["batch"]) == (1, 3)
 
     resumed = Trainer(None, resume=first.run_dir).prepare()
-    assert (resumed.start_epoch, resumed.start_batch) == (1, 3)
+    assert (resumed.start.epoch, resumed.start.batch) == (1, 3)
     assert resumed.run() == "completed"
     ref_w, res_w = _final_weights(reference.run_dir), _final_weights(first.run_dir)
     for name in ref_w:

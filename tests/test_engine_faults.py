@@ -71,7 +71,7 @@ def test_disk_full_mid_run_is_one_line_naming_the_intact_epoch_and_the_run_resum
     assert of_type(run, "run_finished")[-1]["reason"] == line.removeprefix("run failed: ")
 
     resumed = Trainer(resume_config(run, [f"train.epochs={epoch + 1}"]), resume=run).prepare()  # space is back
-    assert (resumed.start_epoch, resumed.run()) == (epoch, "completed")
+    assert (resumed.start.epoch, resumed.run()) == (epoch, "completed")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == epoch + 1
 
 
@@ -98,7 +98,7 @@ def test_low_space_warning_counts_the_checkpoints_a_run_keeps(tmp_path, one_thre
         p.grad = torch.zeros_like(p)
     trainer.parts.optimizer.step()  # after its first step a run's checkpoints hold the momentum too
     assert trainer.save_last(0)
-    estimate = trainer._checkpoint_bytes()
+    estimate = trainer.parts.checkpoint_bytes()
     actual = trainer.checkpoint_dir.joinpath("last.pt").stat().st_size
     assert 0.8 * actual <= estimate <= 1.2 * actual  # the model's state and the SGD momentum, as saved
     trainer.files.lock.release()

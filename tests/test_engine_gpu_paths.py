@@ -30,7 +30,7 @@ def epoch_batch_sizes(tmp_path: Path, method: str) -> tuple[set[int], int]:
     finally:
         hook.remove()
         trainer.files.lock.release()
-    return sizes, trainer.train_size
+    return sizes, trainer.parts.train_size
 
 
 @pytest.mark.parametrize("method", ["bat", "fat"])
