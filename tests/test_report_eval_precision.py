@@ -8,7 +8,7 @@ import json
 import torch
 from torch import nn
 
-from battui.config import EvalConfig, load_config
+from battui.config import EvalAttack, load_config
 from battui.engine.evaluate import evaluate
 from battui.engine.events import read_events
 from battui.engine.trainer import Trainer
@@ -55,7 +55,7 @@ def test_fp32_by_default_even_inside_training_autocast_and_bf16_when_asked() -> 
     x, y = torch.rand(8, 3, 2, 2), torch.arange(8) % 10
     for precision, outer in (("fp32", True), ("bf16", False)):
         model = AutocastProbe()
-        spec = EvalConfig(eps=0.1, step_size=0.05, steps=2, amp=precision == "bf16")
+        spec = EvalAttack(eps=0.1, step_size=0.05, steps=2, precision=precision)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):  # training's bf16 around the call
             result = evaluate(model, [(x, y)], num_classes=10, spec=spec)
         want = (False, torch.float32) if precision == "fp32" else (True, torch.bfloat16)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from battui.config import Config, EvalConfig
+from battui.config import Config, EvalAttack
 from battui.engine import distributed, pretrained
 from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.control import RunControl
@@ -61,7 +61,7 @@ class RunParts:
     attack_counter: ClassCounter  # the epoch's training-attack counts, this rank's
 
     @property
-    def spec(self) -> EvalConfig:
+    def spec(self) -> EvalAttack:
         """The evaluation attack: fp32 unless eval.amp, seed eval.seed, as `battui eval`."""
         return eval_attack(self.cfg.eval)
 
