@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from battui.config import Config, EvalAttack
-from battui.engine import distributed, pretrained
+from battui.engine import distributed, pretrained, seeding
 from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
@@ -28,7 +28,7 @@ from battui.engine.loop import EpochParts
 from battui.engine.metrics import ClassCounter
 from battui.engine.setup import SpeedSettings, apply_determinism, build_optimizer, build_scheduler, tune_cpu_threads
 from battui.errors import UserError
-from battui.methods import Method, method_from_config
+from battui.methods import Method, method_from_config, method_source
 
 
 @dataclass
@@ -71,6 +71,26 @@ class RunParts:
                           batches=self.train_batches, counter=self.attack_counter, epochs=train.epochs,
                           speed=self.speed, control=control, dist=self.dist, device=self.device,
                           log_every=train.log_every, stats_every=train.attack_stats_every, started=started)
+
+    def method_validation(self, epoch: int, hook=None) -> dict[str, float]:
+        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
+        seeding.seed_everything(seeding.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
+        with self.speed.autocast():
+            info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
+        return {k: float(v) for k, v in info.items()}
+
+    def checkpoint(self, epoch: int, batch: int, step: int, best_metric: list[float] | None,
+                   epoch_progress: dict | None, method_state: dict) -> dict[str, Any]:
+        """A checkpoint's payload (no collective: what needs every rank, the training attack's counts and
+        the method's state, is gathered by the caller, `Trainer.save`)."""
+        return {
+            "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
+            "epoch": epoch, "batch": batch, "step": step,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "method_state": method_state, "rng": seeding.rng_state(),
+            "best_metric": best_metric, "epoch_progress": epoch_progress,
+            "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
+        }
 
     def weights_finite(self) -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read

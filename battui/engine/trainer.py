@@ -42,7 +42,6 @@ from battui.engine.loop import attack_event, train_epoch
 from battui.engine.resume import StartPoint, restore, resume_config
 from battui.engine.rundir import RunDir
 from battui.engine.setup import restore_determinism
-from battui.methods import method_source
 
 
 class Trainer:
@@ -156,7 +155,7 @@ class Trainer:
         if warning:
             self.emit(Message(text=warning, level="warning"))
         if start.epoch == 0 and not start.batch:
-            self._method_validation(-1, p.method.start_training)  # a fresh run, once
+            p.method_validation(-1, p.method.start_training)  # a fresh run, once
         epoch = start.epoch
         for epoch in range(start.epoch, cfg.train.epochs):
             status = self.run_epoch(epoch, start.batch if epoch == start.epoch else 0)
@@ -182,7 +181,7 @@ class Trainer:
             return self._finish(outcome, epoch)
         self.sync_network()  # one network for the validation, evaluation, averaging and checkpoints below
         self.emit(attack_event(p.attack_counter, epoch, len(p.train_batches), len(p.train_batches), partial=False))
-        method_info = self._method_validation(epoch) if p.method.needs_validation else {}
+        method_info = p.method_validation(epoch) if p.method.needs_validation else {}
         p.scheduler.step()
         metric = None
         if (epoch + 1) % max(1, self.cfg.eval.every) == 0 or epoch + 1 == epochs:
@@ -233,14 +232,7 @@ class Trainer:
         p = self.parts
         progress = p.attack_counter.summed().state() if batch_done else None
         method_state = p.method.state_dict()
-        payload = {
-            "model": p.model.state_dict(), "config": self.cfg.to_dict(), "data_info": p.data_info,
-            "epoch": epoch_done, "batch": batch_done, "step": self.step,
-            "optimizer": p.optimizer.state_dict(), "scheduler": p.scheduler.state_dict(),
-            "method_state": method_state, "rng": seeding.rng_state(),
-            "best_metric": self.best_metric, "epoch_progress": progress,
-            "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
-        }
+        payload = p.checkpoint(epoch_done, batch_done, self.step, self.best_metric, progress, method_state)
         path = self.files.save(kind, payload, epoch=epoch_done, batch=batch_done)
         if path is not None:
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind, metric=metric))
@@ -251,13 +243,6 @@ class Trainer:
                                          "step_hist")}
         return self.emit(EvalEvent(epoch=epoch, split=split, attack=result["attack"],
                                    adv_confusion=result["adv_confusion"], method=method_info or {}, **fields))
-
-    def _method_validation(self, epoch: int, hook=None) -> dict:
-        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
-        seeding.seed_everything(seeding.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
-        with self.parts.speed.autocast():
-            info = (hook or self.parts.method.end_epoch)(self.parts.run_model, self.parts.val_full) or {}
-        return {k: float(v) for k, v in info.items()}
 
     def _non_finite(self, epoch_done: int) -> RunStatus:
         return self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
