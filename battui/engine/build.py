@@ -23,7 +23,7 @@ from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
 from battui.engine.distributed import DistInfo
-from battui.engine.evaluate import check_spec, eval_attack
+from battui.engine.evaluate import check_spec, eval_attack, eval_precision
 from battui.engine.loop import EpochParts
 from battui.engine.metrics import ClassCounter
 from battui.engine.setup import SpeedSettings, apply_determinism, build_optimizer, build_scheduler, tune_cpu_threads
@@ -46,7 +46,7 @@ class RunParts:
     data_info: dict[str, Any]  # num_classes, in_channels, classes, image_size: saved in every checkpoint
     train_batches: Any  # this rank's training batches (`data.Batches`)
     val_full: Any  # the whole validation split, sharded: `method.end_epoch`'s (sums all-reduced)
-    val_batches: Any  # at most `eval.val_subset` of it: the per-epoch evaluation's
+    val_batches: Any  # at most `eval.val_subset` of it: the per-epoch evaluation's, rank 0 alone; [] elsewhere
     val_name: str  # "val", or "test" when data.val_per_class is 0
     test_batches: Any  # the final test evaluation's, rank 0 alone (`battui eval`'s batches); [] elsewhere
     train_size: int
@@ -73,21 +73,22 @@ class RunParts:
                           log_every=train.log_every, stats_every=train.attack_stats_every, started=started)
 
     def method_validation(self, epoch: int, hook=None) -> dict[str, float]:
-        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
+        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank, in fp32
+        like every evaluation (CFA's FAWA threshold, FRL's and WAT's class weights do not depend on train.amp)."""
         seeding.seed_everything(seeding.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
-        with self.speed.autocast():
+        with eval_precision("fp32", self.device):
             info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
 
     def checkpoint(self, epoch: int, batch: int, step: int, best_metric: list[float] | None,
-                   epoch_progress: dict | None, method_state: dict) -> dict[str, Any]:
-        """A checkpoint's payload (no collective: what needs every rank, the training attack's counts and
-        the method's state, is gathered by the caller, `Trainer.save`)."""
+                   epoch_progress: dict | None, method_state: dict, rng: list[dict]) -> dict[str, Any]:
+        """A checkpoint's payload (no collective: what needs every rank, the training attack's counts,
+        the method's state and every rank's RNG states, is gathered by the caller, `Trainer.save`)."""
         return {
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
             "epoch": epoch, "batch": batch, "step": step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "method_state": method_state, "rng": seeding.rng_state(),
+            "method_state": method_state, "rng": rng,
             "best_metric": best_metric, "epoch_progress": epoch_progress,
             "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
         }
@@ -103,9 +104,11 @@ class RunParts:
         return model + buffers * params
 
 
-def build_run(cfg: Config, *, resuming: bool) -> RunParts:
+def build_run(cfg: Config, *, resuming: bool, on_device: bool = True) -> RunParts:
     """Build a run's parts from its (validated) config; `resuming`: a last.pt will be loaded into them
-    (so `train.init_from` and a start checkpoint's check are skipped)."""
+    (so `train.init_from` and a start checkpoint's check are skipped). `on_device=False` (`train
+    --detach`): data, model and teacher stay on the CPU, for a process that only checks the input and
+    writes the run directory before handing over; `device` is still the run's."""
     from battui.data import Batches, build_datasets
     from battui.models import build_model, model_options
 
@@ -114,6 +117,7 @@ def build_run(cfg: Config, *, resuming: bool) -> RunParts:
     dist, device = distributed.init_from_env(device)
     speed = SpeedSettings.resolve(cfg.train, device)
     global_flags = apply_determinism(cfg.train.deterministic, device)
+    home = device if on_device else torch.device("cpu")  # where the tensors are built
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise UserError("train.epochs and train.batch_size must be at least 1")
     if cfg.run.tensorboard:
@@ -128,7 +132,7 @@ def build_run(cfg: Config, *, resuming: bool) -> RunParts:
     threads = tune_cpu_threads(device, splits.in_channels * splits.image_size ** 2)
     if len(splits.train) == 0:
         raise UserError("the training split is empty; check data.classes and data.val_per_class")
-    common = dict(device=device, seed=seed, rank=dist.rank, world_size=dist.world_size)
+    common = dict(device=home, seed=seed, rank=dist.rank, world_size=dist.world_size)
     # train.batch_size is the global batch (the paper's 128 on 1 or 8 GPUs), split over the ranks
     train_batches = Batches(splits.train, per_rank_batch, shuffle=True, augment=cfg.data.augment,
                             pad_shards=True, **common)
@@ -138,8 +142,10 @@ def build_run(cfg: Config, *, resuming: bool) -> RunParts:
     if cfg.eval.val_subset and len(val) > cfg.eval.val_subset:
         pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
         val = val.subset(torch.sort(pick)[0])
-    val_batches = Batches(val, cfg.eval.batch_size, **common)
-    test_batches = Batches(splits.test, cfg.eval.batch_size, device=device) if dist.is_main else []
+    # the per-epoch and the final test eval: rank 0 alone (the others join the sums with no images), on
+    # `battui eval`'s batches, so they give one process's numbers (the random starts follow the batches)
+    val_batches = Batches(val, cfg.eval.batch_size, device=home) if dist.is_main else []
+    test_batches = Batches(splits.test, cfg.eval.batch_size, device=home) if dist.is_main else []
 
     torch.manual_seed(seed)
     try:
@@ -150,11 +156,11 @@ def build_run(cfg: Config, *, resuming: bool) -> RunParts:
     method = method_from_config(cfg, num_classes=k)
     pretrained.check_dependencies(method, cfg, resuming=resuming)
     if method.teacher_from:  # ABSLD: its teacher, read before anything is written
-        method.use_teacher(pretrained.load_teacher(method, data_info, device))
+        method.use_teacher(pretrained.load_teacher(method, data_info, home))
     check_spec(eval_attack(cfg.eval), k)  # an unknown eval attack, or AutoAttack on < 10 classes, fails here
     if cfg.train.init_from and not resuming:
         load_model_state(model, load_checkpoint(cfg.train.init_from)["model"], cfg.train.init_from)
-    model.to(device)
+    model.to(home)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     run_model = speed.compiled(model)
@@ -168,4 +174,4 @@ def build_run(cfg: Config, *, resuming: bool) -> RunParts:
         val_batches=val_batches, val_name=val_name, test_batches=test_batches, train_size=len(splits.train),
         val_size=len(val), model=model, run_model=run_model, step_module=step_module, method=method,
         optimizer=optimizer, scheduler=scheduler, attack_steps=attack_steps,
-        attack_counter=ClassCounter(k, attack_steps, device=device))
+        attack_counter=ClassCounter(k, attack_steps, device=home))

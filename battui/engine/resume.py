@@ -14,6 +14,7 @@ from battui.config import Config, read_config
 from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import other_holder, taken
+from battui.engine.seeding import resumed_rng_state
 from battui.engine.setup import resume_schedule
 from battui.errors import UserError
 
@@ -97,7 +98,7 @@ class StartPoint:
     step: int = 0  # optimiser steps so far
     best_metric: list[float] | None = None  # [worst-class, average] robust error of best.pt
     epoch_progress: dict | None = None  # the epoch's training-attack counts so far (rank 0's sums), mid-epoch
-    rng: dict | None = None  # the RNG states saved after that batch, mid-epoch
+    rng: dict | None = None  # this rank's RNG states saved after that batch, mid-epoch
 
 
 def restore(parts: RunParts, run_dir: Path, epochs: int) -> StartPoint:
@@ -120,7 +121,8 @@ def restore(parts: RunParts, run_dir: Path, epochs: int) -> StartPoint:
         raise UserError(f"{path} does not fit this run's config: {exc}") from None
     point = StartPoint(path=path, epoch=int(ckpt["epoch"]), batch=int(ckpt.get("batch", 0)),
                         step=int(ckpt.get("step", 0)), best_metric=ckpt.get("best_metric"),
-                        epoch_progress=ckpt.get("epoch_progress"), rng=ckpt.get("rng"))
+                        epoch_progress=ckpt.get("epoch_progress"),
+                       rng=resumed_rng_state(ckpt, parts.dist))  # this rank's, mid-epoch
     if point.epoch >= epochs and not point.batch:
         raise UserError(f"{run_dir} already trained all {epochs} epochs; "
                         f"pass --epochs N (N > {point.epoch}) to train longer")

@@ -20,7 +20,8 @@ subset) or, when `data.val_per_class` is 0, on the test split with `split: "test
 
 Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the batches from
 (train.seed, e), so a run resumed from an end-of-epoch last.pt replays exactly; a mid-epoch last.pt
-(stop or manual save) carries the RNG states and the batch index and resumes from the next batch.
+(stop or manual save) carries every rank's RNG states and the batch index and resumes from the next
+batch (with the same number of ranks).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.files.dir.checkpoints
 
-    def prepare(self) -> Trainer:
-        """Build the run, load a resumed run's last.pt, create the run directory; `UserError` on bad input."""
+    def prepare(self, on_device: bool = True) -> Trainer:
+        """Build the run, load a resumed run's last.pt, create the run directory; `UserError` on bad input.
+        `on_device=False` (`train --detach`): built on the CPU (`build_run`); env.json still records the device."""
         from battui.validate import validate_config
 
         cfg = self.cfg
@@ -80,7 +82,7 @@ class Trainer:
         if self.resume_dir is None and self.run_dir == Path():
             runfiles.check_run_root(cfg.run.root)
         resuming = self.resume_dir is not None and RunDir(self.resume_dir).last.exists()
-        self.parts = p = build_run(cfg, resuming=resuming)
+        self.parts = p = build_run(cfg, resuming=resuming, on_device=on_device)
         self.files.main = p.dist.is_main
         if self.resume_dir is not None:
             self.files.lock_for_resume()  # before last.pt is read: never a stale state
@@ -147,7 +149,8 @@ class Trainer:
             dataset=cfg.data.name, model=cfg.model.name, device=str(p.device), classes=p.classes,
             epochs=cfg.train.epochs, batches_per_epoch=len(p.train_batches), attack_steps=p.attack_steps,
             train_size=p.train_size, eval_size=p.val_size, start_epoch=start.epoch, start_batch=start.batch,
-            world_size=p.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict()))
+            world_size=p.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict(),
+            precision=p.speed.precision_note))
         if start.path is not None:
             where = f"epoch {start.epoch + 1}" + (f" batch {start.batch + 1}" if start.batch else "")
             self.emit(Message(text=f"resumed from {start.path} at {where} ({p.device_note})"))
@@ -173,9 +176,8 @@ class Trainer:
         counts, the method's validation, the lr schedule, evaluation, best.pt, last.pt, the stop flag.
         None when the run goes on, else how it ended (`run_finished` written)."""
         p, epochs = self.parts, self.cfg.train.epochs
-        main = p.dist.is_main
-        p.attack_counter.reset(self.start.epoch_progress if start_batch and main else None)
-        seeding.seed_epoch(self.cfg.train.seed, epoch, p.dist.rank, start_batch, self.start.rng if main else None)
+        p.attack_counter.reset(self.start.epoch_progress if start_batch and p.dist.is_main else None)
+        seeding.seed_epoch(self.cfg.train.seed, epoch, p.dist.rank, start_batch, self.start.rng)
         outcome = self.train_epoch(epoch, start_batch)
         if outcome is not None:
             return self._finish(outcome, epoch)
@@ -226,13 +228,13 @@ class Trainer:
         return True
 
     def save(self, kind: str, epoch_done: int, batch_done: int = 0, metric: float | None = None) -> None:
-        """Checkpoint `kind` (`RunFiles.save`): every rank calls this, as the two gathers below are
+        """Checkpoint `kind` (`RunFiles.save`): every rank calls this, as the gathers below are
         collectives under DDP (the training attack's counts of a mid-epoch save, a method's per-class
-        sums); rank 0 then writes the file and its `checkpoint` event."""
+        sums, every rank's RNG states); rank 0 then writes the file and its `checkpoint` event."""
         p = self.parts
         progress = p.attack_counter.summed().state() if batch_done else None
-        method_state = p.method.state_dict()
-        payload = p.checkpoint(epoch_done, batch_done, self.step, self.best_metric, progress, method_state)
+        method_state, rng = p.method.state_dict(), seeding.rng_states(p.dist)
+        payload = p.checkpoint(epoch_done, batch_done, self.step, self.best_metric, progress, method_state, rng)
         path = self.files.save(kind, payload, epoch=epoch_done, batch=batch_done)
         if path is not None:
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind, metric=metric))
