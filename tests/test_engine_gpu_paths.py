@@ -150,10 +150,10 @@ def test_detach_builds_nothing_on_the_device_before_handing_over(tmp_path, monke
     import torch
 
     from battui.cli import train as train_cli
-    from battui.engine import trainer as trainer_module
+    from battui.engine import build as build_module
     from tests.support.cli import run_cli
 
-    monkeypatch.setattr(trainer_module, "resolve_device", lambda spec: (torch.device("meta"), "device meta"))
+    monkeypatch.setattr(build_module, "resolve_device", lambda spec: (torch.device("meta"), "device meta"))
     handed: list[Trainer] = []
     monkeypatch.setattr(train_cli, "_detach", lambda trainer: handed.append(trainer) or 0)
 
@@ -174,5 +174,5 @@ def test_detach_builds_nothing_on_the_device_before_handing_over(tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "runs" / "handed").iterdir()) == ["config.yaml", "env.json", "train.lock"]
 
     staying = Trainer(tiny(tmp_path, "run.name=staying")).prepare()
-    staying.lock.release()
+    staying.files.lock.release()
     assert devices(staying) == {"meta"}
