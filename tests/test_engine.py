@@ -219,7 +219,7 @@ def test_init_from_and_method_state_frl(tmp_path):
     source = base.checkpoint_dir / "best.pt"
     frl = Trainer(tiny(tmp_path, "method.name=frl", "train.epochs=1", f"train.init_from={source}",
                        "method.val_steps=2")).prepare()
-    before = {k: v.clone() for k, v in frl.model.state_dict().items()}
+    before = {k: v.clone() for k, v in frl.parts.model.state_dict().items()}
     want = load_checkpoint(source)["model"]
     assert all(torch.equal(before[k].cpu(), want[k]) for k in want)
     assert frl.run() == "completed"
