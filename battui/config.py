@@ -87,10 +87,24 @@ class TrainConfig:
     attack_stats_every: int = 50  # a partial train_attack event every N batches
 
 
+@dataclass(frozen=True)
+class EvalAttack:
+    """The evaluation attack, what `engine.evaluate.evaluate` takes as `spec` (its defaults are the
+    `eval` section's)."""
+
+    attack: str = "pgd"  # pgd | autoattack
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 20
+    restarts: int = 1
+    seed: int = 0  # the random start's, forked (`evaluate`)
+    precision: str = "fp32"  # or "bf16" (autocast)
+
+
 @dataclass
 class EvalConfig:
-    """The evaluation attack and when to run it; `battui.engine.evaluate` takes this section
-    itself (checked and overridden by `eval_attack`) as its attack spec."""
+    """The `eval` section: when and on what training evaluates (`every`, `val_subset`, `batch_size`)
+    and the attack (`EvalAttack`, made from this section by `engine.evaluate.eval_attack`)."""
 
     attack: str = "pgd"  # pgd | autoattack (standard, the authors' pyautoattack)
     eps: float = 8 / 255

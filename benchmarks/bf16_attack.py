@@ -71,7 +71,7 @@ def from_run(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     from battui.data import build_datasets
     from battui.data.splits import as_float
     from battui.engine.checkpoint import load_checkpoint
-    from battui.engine.runs import resume_config
+    from battui.engine.resume import resume_config
 
     run = Path(args.run)
     cfg = resume_config(run)

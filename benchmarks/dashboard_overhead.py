@@ -38,7 +38,7 @@ def make_trainer(preset: str, epochs: int, root: Path, name: str) -> Trainer:
 
 
 def images(trainer: Trainer) -> int:
-    return trainer.train_size * (trainer.cfg.train.epochs - trainer.start_epoch)
+    return trainer.parts.train_size * (trainer.cfg.train.epochs - trainer.start.epoch)
 
 
 def headless(trainer: Trainer) -> float:

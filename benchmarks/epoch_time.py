@@ -149,13 +149,13 @@ class Loops:
     """
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer, cfg, speed = trainer, trainer.cfg, trainer.speed
-        trainer.train_batches.set_epoch(0)
-        self.batches = [(speed.prepare_input(x), y) for x, y in trainer.train_batches]
-        self.model, self.opt = trainer.run_model, trainer.optimizer
-        self.start_model = copy.deepcopy(trainer.model.state_dict())
+        self.trainer, cfg, speed = trainer, trainer.cfg, trainer.parts.speed
+        trainer.parts.train_batches.set_epoch(0)
+        self.batches = [(speed.prepare_input(x), y) for x, y in trainer.parts.train_batches]
+        self.model, self.opt = trainer.parts.run_model, trainer.parts.optimizer
+        self.start_model = copy.deepcopy(trainer.parts.model.state_dict())
         self.start_opt = copy.deepcopy(self.opt.state_dict())
-        self.method = method_from_config(cfg, num_classes=len(trainer.classes))
+        self.method = method_from_config(cfg, num_classes=len(trainer.parts.classes))
         self.method.start_epoch(0, cfg.train.epochs)
         a, model, opt, method, batches = cfg.attack, self.model, self.opt, self.method, self.batches
         self.loops = {
@@ -166,7 +166,7 @@ class Loops:
         }
 
     def reset(self, seed: int = 0) -> None:
-        self.trainer.model.load_state_dict(self.start_model)
+        self.trainer.parts.model.load_state_dict(self.start_model)
         self.opt.load_state_dict(self.start_opt)
         torch.manual_seed(seed)
 
@@ -179,14 +179,14 @@ class Loops:
         out = {}
         for key, fn in self.loops.items():
             self.reset()
-            with Clock(self.trainer.device) as c:
+            with Clock(self.trainer.parts.device) as c:
                 fn()
             out[key] = c.seconds
         return out
 
     def timed(self, repeats: int) -> dict:
         """The loops alternating `repeats` times: seconds and process CPU seconds of each, peak GPU MiB."""
-        dev = self.trainer.device
+        dev = self.trainer.parts.device
         cuda = dev.type == "cuda"
         out: dict = {"times": {k: [] for k in self.loops}, "cpu_times": {k: [] for k in self.loops}, "peak_mib": {}}
         for _ in range(max(1, repeats)):
@@ -206,7 +206,7 @@ class Loops:
         sync kinds, and how many battui steps were counted."""
         t = self.trainer
         return census(t, self.batches, n, self.method, self.model, self.opt, t.cfg.attack.eps,
-                      t.cfg.attack.step_size, t.speed)
+                      t.cfg.attack.step_size, t.parts.speed)
 
 
 def first_batches(batches, n: int):
@@ -219,14 +219,14 @@ def first_batches(batches, n: int):
 
 
 def run(trainer: Trainer, args) -> int:
-    cfg, dev, speed = trainer.cfg, trainer.device, trainer.speed
+    cfg, dev, speed = trainer.cfg, trainer.parts.device, trainer.parts.speed
     cuda = dev.type == "cuda"
     name = torch.cuda.get_device_name(dev) if cuda else (platform.processor() or platform.machine())
     bench = Loops(trainer)
     batches, a = bench.batches, cfg.attack
     n_img = sum(len(y) for _, y in batches)
     print(f"{cfg.preset} / {cfg.method.name} / {cfg.model.name}: {n_img} images {tuple(batches[0][0].shape[1:])} "
-          f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.attack_steps} steps")
+          f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.parts.attack_steps} steps")
     print(f"device {dev} ({name}); python {platform.python_version()}, torch {torch.__version__}"
           + (f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if cuda else "")
           + f", {torch.get_num_threads()} CPU threads; bf16={speed.amp} channels_last={speed.channels_last} "
@@ -253,12 +253,12 @@ def run(trainer: Trainer, args) -> int:
 
     # the other phases of an epoch, once each
     with Clock(dev) as c_val:
-        info = trainer._method_validation(0) if trainer.method.needs_validation else {}
-        trainer.evaluate(trainer.val_batches, trainer.val_name, 0, info)
+        info = trainer.parts.method_validation(0) if trainer.parts.method.needs_validation else {}
+        trainer.evaluate(trainer.parts.val_batches, trainer.parts.val_name, 0, info)
     with Clock(dev) as c_ckpt:
         trainer.save_last(epoch_done=1)
-    print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.val_size} images, PGD-{cfg.eval.steps}"
-          + (", plus the method's validation" if trainer.method.needs_validation else "") + ")")
+    print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.parts.val_size} images, PGD-{cfg.eval.steps}"
+          + (", plus the method's validation" if trainer.parts.method.needs_validation else "") + ")")
     print(f"checkpoint phase {c_ckpt.seconds:8.2f} s  (last.pt)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB" if cuda else ""
@@ -284,15 +284,15 @@ def census(trainer, batches, n, method, model, opt, eps, step, speed) -> tuple[d
         for x, y in few:
             bare_step(model, opt, method, x, y, speed.autocast)
     counts["bare"] = c.total / len(few)
-    short = first_batches(trainer.train_batches, n)
-    saved = trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every
-    trainer.train_batches = short
+    short = first_batches(trainer.parts.train_batches, n)
+    saved = trainer.parts.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every
+    trainer.parts.train_batches = short
     trainer.cfg.train.log_every = trainer.cfg.train.attack_stats_every = 10**9  # events at the epoch's end only
     try:
         with SyncCensus() as c:
             trainer.train_epoch(0)
     finally:
-        trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
+        trainer.parts.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
     counts["battui"] = c.total / len(short)
     kinds = dict(sum(c.segments, start=type(c.segments[0])()))
     return counts, kinds, len(short)

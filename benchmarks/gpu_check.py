@@ -95,24 +95,25 @@ class Check:
 
 
 def finite(trainer: Trainer) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+    return all(bool(torch.isfinite(p).all()) for p in trainer.parts.model.parameters())
 
 
 def cudnn_warmup(check: Check) -> dict:
     trainer = check.trainer("bat")
     sizes: set[int] = set()
-    hook = trainer.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(int(inputs[0].shape[0])))
+    hook = trainer.parts.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(int(inputs[0].shape[0])))
     bench = Loops(trainer)  # its reset() restores the starting weights
     seconds = []
     for _ in range(2):
         bench.reset()
-        with Clock(trainer.device) as c:
+        with Clock(trainer.parts.device) as c:
             trainer.train_epoch(0)
         seconds.append(c.seconds)
     hook.remove()
-    trainer.lock.release()
+    trainer.files.lock.release()
     return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "first_epoch_s": seconds[0],
-            "second_epoch_s": seconds[1], "warmup_s": seconds[0] - seconds[1], "batches": len(trainer.train_batches),
+            "second_epoch_s": seconds[1], "warmup_s": seconds[0] - seconds[1],
+            "batches": len(trainer.parts.train_batches),
             "batch_sizes_seen": sorted(sizes)}
 
 
@@ -131,13 +132,14 @@ def methods_steps(check: Check) -> dict:
             if start is None:  # the first method's untrained network: FAAL's start, ABSLD's teacher
                 trainer.save_last(epoch_done=0)
                 start = trainer.checkpoint_dir / "last.pt"
-            trainer.train_batches = first_batches(trainer.train_batches, check.size["steps"])
-            with Clock(trainer.device) as c:
+            trainer.parts.train_batches = first_batches(trainer.parts.train_batches, check.size["steps"])
+            with Clock(trainer.parts.device) as c:
                 outcome = trainer.train_epoch(0)
-            trainer.lock.release()
+            trainer.files.lock.release()
             ok = outcome is None and finite(trainer)
-            out[name] = {"ok": ok, "steps": len(trainer.train_batches),
-                         "ms_per_step": 1000 * c.seconds / len(trainer.train_batches), "peak_mib": check.peak_mib()}
+            out[name] = {"ok": ok, "steps": len(trainer.parts.train_batches),
+                         "ms_per_step": 1000 * c.seconds / len(trainer.parts.train_batches),
+                         "peak_mib": check.peak_mib()}
         except Exception as exc:  # one broken method must not hide the others
             ok = False
             out[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300],
@@ -168,7 +170,7 @@ def loops(check: Check) -> dict:
             med = {k: statistics.median(v) for k, v in timed["times"].items()}
             frames.append(compiled_frames())
             counts, kinds, n = bench.census(check.size["census"])
-            trainer.lock.release()
+            trainer.files.lock.release()
             steps = len(bench.batches)
             record = {
                 "ms_per_step": {k: 1000 * v / steps for k, v in med.items()},
@@ -216,16 +218,16 @@ def final_eval(check: Check) -> dict:
 
 def environment(check: Check) -> dict:
     trainer = check.trainer("pgd-at")
-    trainer.lock.release()
+    trainer.files.lock.release()
     dev = check.device
     return {"device": str(dev), "name": torch.cuda.get_device_name(dev) if check.cuda else platform.machine(),
             "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))) if check.cuda else None,
             "torch": torch.__version__, "cuda": torch.version.cuda if check.cuda else None,
             "cudnn": torch.backends.cudnn.version() if check.cuda else None, "python": platform.python_version(),
-            "precision": trainer.speed.precision_note, "channels_last": trainer.speed.channels_last,
+            "precision": trainer.parts.speed.precision_note, "channels_last": trainer.parts.speed.channels_last,
             "compile_backend": setup.COMPILE_BACKEND, "quick": bool(check.args.quick),
             "images": check.size["images"], "batch_size": trainer.cfg.train.batch_size,
-            "attack_steps": trainer.attack_steps, "overrides": [*check.size["set"], *check.args.set]}
+            "attack_steps": trainer.parts.attack_steps, "overrides": [*check.size["set"], *check.args.set]}
 
 
 def markdown(report: dict) -> str:

@@ -32,7 +32,7 @@ def step_census(preset: str, method: str, device: str, extra: list[str], evaluat
         trainer = Trainer(cfg).prepare()
         with census_per_batch() as census:
             if evaluation:
-                trainer.evaluate(trainer.val_batches, trainer.val_name, 0)
+                trainer.evaluate(trainer.parts.val_batches, trainer.parts.val_name, 0)
             else:
                 trainer.train_epoch(0)
     return census.segments[1:]

@@ -14,7 +14,7 @@ from pyautoattack import AutoAttack
 from rich.console import Console
 
 from battui.attacks.autoattack import ATTACKS, LABELS, ReducedBudget
-from battui.config import EvalConfig
+from battui.config import EvalAttack
 from battui.data import Batches, build_datasets
 from battui.engine.checkpoint import model_from_checkpoint
 from battui.engine.evaluate import evaluate
@@ -101,7 +101,7 @@ def test_breakdown_matches_the_packages_own_report_with_every_attack_running(sma
     try:
         with EvalProgress(console, "m.pt") as shown:
             result = evaluate(model, Batches(test, 16), num_classes=10, limit=32,
-                              spec=EvalConfig(attack="autoattack", eps=0.1), progress=shown.stage,
+                              spec=EvalAttack(attack="autoattack", eps=0.1), progress=shown.stage,
                               on_clean=shown.clean,
                               reduced_for_tests=ReducedBudget(apgd_iter=10, fab_iter=3, square_queries=50))
             bars = {t.description.strip(): (t.completed, t.total) for t in shown.bars.tasks}

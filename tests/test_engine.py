@@ -103,7 +103,7 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert (mid["epoch"], mid["batch"]) == (1, 3)
 
     resumed = Trainer(None, resume=first.run_dir).prepare()
-    assert (resumed.start_epoch, resumed.start_batch) == (1, 3)
+    assert (resumed.start.epoch, resumed.start.batch) == (1, 3)
     assert resumed.run() == "completed"
     ref_w, res_w = _final_weights(reference.run_dir), _final_weights(first.run_dir)
     for name in ref_w:
@@ -141,7 +141,7 @@ def test_pause_waits_saves_on_request_and_stop_ends_the_wait(tmp_path):
 
 def test_non_finite_loss_fails_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(tiny(tmp_path)).prepare()
-    real_loss = trainer.method.loss
+    real_loss = trainer.parts.method.loss
     calls = []
 
     def loss(model, x, y):
@@ -151,7 +151,7 @@ def test_non_finite_loss_fails_and_keeps_last_good_checkpoint(tmp_path, monkeypa
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(trainer.method, "loss", loss)
+    monkeypatch.setattr(trainer.parts.method, "loss", loss)
     assert trainer.run() == "failed"
     events = read_events(trainer.events_path)
     assert events[-1]["status"] == "failed" and "epoch 2 batch 3" in events[-1]["reason"]
@@ -195,7 +195,7 @@ def test_truncated_event_line_is_skipped_and_repaired_on_resume(tmp_path):
 
     with pytest.raises(UserError, match="already trained"):
         Trainer(None, resume=trainer.run_dir).prepare()
-    from battui.engine.runs import resume_config
+    from battui.engine.resume import resume_config
 
     resumed = Trainer(resume_config(trainer.run_dir, ["train.epochs=2"]), resume=trainer.run_dir).prepare()
     assert resumed.run() == "completed"
@@ -219,7 +219,7 @@ def test_init_from_and_method_state_frl(tmp_path):
     source = base.checkpoint_dir / "best.pt"
     frl = Trainer(tiny(tmp_path, "method.name=frl", "train.epochs=1", f"train.init_from={source}",
                        "method.val_steps=2")).prepare()
-    before = {k: v.clone() for k, v in frl.model.state_dict().items()}
+    before = {k: v.clone() for k, v in frl.parts.model.state_dict().items()}
     want = load_checkpoint(source)["model"]
     assert all(torch.equal(before[k].cpu(), want[k]) for k in want)
     assert frl.run() == "completed"
@@ -266,11 +266,11 @@ def test_weight_averaging_method_ends_with_its_average(tmp_path):
     trainer = Trainer(tiny(tmp_path, "method.name=cfa", "method.num_classes=10", "method.fawa_threshold=0.0",
                            "train.epochs=2"))
     assert trainer.run() == "completed"
-    averaged = trainer.method.averaged_state()
+    averaged = trainer.parts.method.averaged_state()
     assert averaged is not None
     fawa = load_checkpoint(trainer.checkpoint_dir / "fawa.pt")["model"]
     last = load_checkpoint(trainer.checkpoint_dir / "last.pt")["model"]
-    for name, value in trainer.model.state_dict().items():
+    for name, value in trainer.parts.model.state_dict().items():
         assert torch.equal(fawa[name], value.cpu())
     assert any(not torch.equal(fawa[k], last[k]) for k in fawa if fawa[k].is_floating_point())
     kinds = [e["kind"] for e in read_events(trainer.events_path) if e["type"] == "checkpoint"]

@@ -22,7 +22,7 @@ from battui.config import load_config
 from battui.engine.checkpoint import load_checkpoint
 from battui.engine.faults import CHECKPOINTS_KEPT, free_bytes, low_space_warning
 from battui.engine.headless import HeadlessLog
-from battui.engine.runs import resume_config
+from battui.engine.resume import resume_config
 from battui.engine.trainer import Trainer
 from tests.support import ROOT
 from tests.support.cli import child_env
@@ -71,7 +71,7 @@ def test_disk_full_mid_run_is_one_line_naming_the_intact_epoch_and_the_run_resum
     assert of_type(run, "run_finished")[-1]["reason"] == line.removeprefix("run failed: ")
 
     resumed = Trainer(resume_config(run, [f"train.epochs={epoch + 1}"]), resume=run).prepare()  # space is back
-    assert (resumed.start_epoch, resumed.run()) == (epoch, "completed")
+    assert (resumed.start.epoch, resumed.run()) == (epoch, "completed")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == epoch + 1
 
 
@@ -94,14 +94,14 @@ def test_a_run_folder_removed_mid_run_ends_in_one_line_and_is_not_recreated(tmp_
 
 def test_low_space_warning_counts_the_checkpoints_a_run_keeps(tmp_path, one_thread):
     trainer = Trainer(load_config("synthetic-tiny", [f"run.root={tmp_path}"])).prepare()
-    for p in trainer.model.parameters():
+    for p in trainer.parts.model.parameters():
         p.grad = torch.zeros_like(p)
-    trainer.optimizer.step()  # after its first step a run's checkpoints hold the momentum too
+    trainer.parts.optimizer.step()  # after its first step a run's checkpoints hold the momentum too
     assert trainer.save_last(0)
-    estimate = trainer._checkpoint_bytes()
+    estimate = trainer.parts.checkpoint_bytes()
     actual = trainer.checkpoint_dir.joinpath("last.pt").stat().st_size
     assert 0.8 * actual <= estimate <= 1.2 * actual  # the model's state and the SGD momentum, as saved
-    trainer.lock.release()
+    trainer.files.lock.release()
     free = free_bytes(tmp_path)
     assert low_space_warning(tmp_path, free // (CHECKPOINTS_KEPT - 1)) is not None
     assert low_space_warning(tmp_path, free // (4 * CHECKPOINTS_KEPT)) is None

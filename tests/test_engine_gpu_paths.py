@@ -25,13 +25,13 @@ def epoch_batch_sizes(tmp_path: Path, method: str) -> tuple[set[int], int]:
     trainer = Trainer(tiny(tmp_path, f"method.name={method}", "data.per_class=50", "train.batch_size=128",
                            f"run.name={method}-{len(list(tmp_path.glob('runs/*')))}")).prepare()
     sizes: set[int] = set()
-    hook = trainer.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(inputs[0].shape[0]))
+    hook = trainer.parts.model.register_forward_pre_hook(lambda _m, inputs: sizes.add(inputs[0].shape[0]))
     try:
         assert trainer.train_epoch(0) is None
     finally:
         hook.remove()
-        trainer.lock.release()
-    return sizes, trainer.train_size
+        trainer.files.lock.release()
+    return sizes, trainer.parts.train_size
 
 
 @pytest.mark.parametrize("method", ["bat", "fat"])
@@ -72,7 +72,7 @@ def test_compiled_model_does_not_recompile_after_the_first_epoch(tmp_path, monke
                "data.val_per_class=2", "attack.steps=2", "eval.steps=2", "train.batch_size=16")
     try:
         trainer = Trainer(cfg, listeners=[listen]).prepare()
-        assert trainer.run_model is not trainer.model  # compiled
+        assert trainer.parts.run_model is not trainer.parts.model  # compiled
         assert trainer.run().value == "completed"
         assert after_epoch[0] > 0 and after_epoch == [after_epoch[0]] * 2, after_epoch
         assert counters["frames"]["ok"] == after_epoch[0]  # the final test evaluation compiled nothing either
@@ -150,28 +150,29 @@ def test_detach_builds_nothing_on_the_device_before_handing_over(tmp_path, monke
     import torch
 
     from battui.cli import train as train_cli
-    from battui.engine import trainer as trainer_module
+    from battui.engine import build as build_module
     from tests.support.cli import run_cli
 
-    monkeypatch.setattr(trainer_module, "resolve_device", lambda spec: (torch.device("meta"), "device meta"))
+    monkeypatch.setattr(build_module, "resolve_device", lambda spec: (torch.device("meta"), "device meta"))
     handed: list[Trainer] = []
     monkeypatch.setattr(train_cli, "_detach", lambda trainer: handed.append(trainer) or 0)
 
     def devices(trainer: Trainer) -> set[str]:
-        tensors = [*trainer.model.parameters(), *trainer.model.buffers(), trainer.train_batches.images,
-                   trainer.val_batches.images, trainer.test_batches.images]
+        p = trainer.parts
+        tensors = [*p.model.parameters(), *p.model.buffers(), p.train_batches.images, p.val_batches.images,
+                   p.test_batches.images]
         return {t.device.type for t in tensors}
 
     code, out, err = run_cli(capsys, "train", "--detach", "--preset", "synthetic-tiny", "--set",
                              f"run.root={tmp_path / 'runs'}", "--run-name", "handed")
     assert code == 0, err
     (trainer,) = handed
-    trainer.lock.release()
+    trainer.files.lock.release()
     assert devices(trainer) == {"cpu"}
     env = json.loads((tmp_path / "runs" / "handed" / "env.json").read_text())
     assert env["device"] == "meta" and env["numerics"]["device"] == "meta"
     assert sorted(p.name for p in (tmp_path / "runs" / "handed").iterdir()) == ["config.yaml", "env.json", "train.lock"]
 
     staying = Trainer(tiny(tmp_path, "run.name=staying")).prepare()
-    staying.lock.release()
+    staying.files.lock.release()
     assert devices(staying) == {"meta"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from battui.config import EvalConfig, load_config
+from battui.config import EvalAttack, load_config
 from battui.data.batches import Batches
 from battui.engine.evaluate import evaluate
 from battui.engine.metrics import ClassCounter
@@ -56,7 +56,7 @@ def _step_counts(tmp_path: Path, method: str, *overrides: str) -> list[int]:
     cfg = load_config("synthetic-tiny", [f"run.root={tmp_path}", f"method.name={method}", "train.epochs=1",
                                          "train.log_every=1000", "train.attack_stats_every=1000", *overrides])
     trainer = Trainer(cfg).prepare()
-    n = len(trainer.train_batches)
+    n = len(trainer.parts.train_batches)
     assert n >= 4
     with census_per_batch() as census:
         assert trainer.train_epoch(0) is None
@@ -85,7 +85,7 @@ def test_pgd_evaluation_batch_sync_points():
 
     batches = Batches(ArraySplit((x * 255).to(torch.uint8), y), 16)
     with census_per_batch() as census:
-        result = evaluate(model, batches, num_classes=10, spec=EvalConfig(eps=0.1, step_size=0.03, steps=20))
+        result = evaluate(model, batches, num_classes=10, spec=EvalAttack(eps=0.1, step_size=0.03, steps=20))
     per_batch = census.per_segment()[1:-1]  # the last segment also sums and reads the counts
     assert len(per_batch) == 5 and max(per_batch) <= 2, census.segments
     assert result["n"] == 96

@@ -308,8 +308,8 @@ def test_absld_reads_a_battui_or_a_foreign_teacher_and_refuses_other_classes(tmp
         trainer = Trainer(load_config("synthetic-tiny", ["method.name=absld", f"run.root={tmp_path}/runs", *sets]))
         trainer.prepare()
         with torch.no_grad():
-            outs.append(trainer.method.teacher_net(x))
-        trainer.lock.release()
+            outs.append(trainer.parts.method.teacher_net(x))
+        trainer.files.lock.release()
     torch.testing.assert_close(outs[0], outs[1])
     other = load_config("synthetic-tiny", ["method.name=absld", f"run.root={tmp_path}/runs2", "data.classes=[0,1,2]",
                                            f"method.teacher={ckpt}"])

@@ -50,6 +50,7 @@ LAZY_UPWARD = {
     ("battui.validate", "battui.methods"),
     ("battui.validate", "battui.data"),
     ("battui.validate", "battui.models"),
+    ("battui.engine.build", "battui.report.tensorboard"),  # a missing tensorboard fails before anything is written
     ("battui.engine.trainer", "battui.report.tensorboard"),
 }
 

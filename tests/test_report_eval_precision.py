@@ -8,7 +8,7 @@ import json
 import torch
 from torch import nn
 
-from battui.config import EvalConfig, load_config
+from battui.config import EvalAttack, load_config
 from battui.engine.evaluate import evaluate
 from battui.engine.events import read_events
 from battui.engine.trainer import Trainer
@@ -22,7 +22,7 @@ def test_final_test_eval_equals_battui_eval_of_last_pt(tmp_path, capsys) -> None
     cfg = load_config("synthetic-tiny", [f"run.root={tmp_path / 'runs'}", "train.epochs=1", "train.seed=3",
                                          "train.amp=true"])
     trainer = Trainer(cfg).prepare()
-    assert trainer.speed.amp and trainer.run() == "completed"
+    assert trainer.parts.speed.amp and trainer.run() == "completed"
     final = [e for e in read_events(trainer.events_path) if e["type"] == "eval" and e["split"] == "test"][-1]
     assert final["attack"]["precision"] == "fp32" and final["attack"]["seed"] == 0
     out = tmp_path / "eval.json"
@@ -55,7 +55,7 @@ def test_fp32_by_default_even_inside_training_autocast_and_bf16_when_asked() -> 
     x, y = torch.rand(8, 3, 2, 2), torch.arange(8) % 10
     for precision, outer in (("fp32", True), ("bf16", False)):
         model = AutocastProbe()
-        spec = EvalConfig(eps=0.1, step_size=0.05, steps=2, amp=precision == "bf16")
+        spec = EvalAttack(eps=0.1, step_size=0.05, steps=2, precision=precision)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):  # training's bf16 around the call
             result = evaluate(model, [(x, y)], num_classes=10, spec=spec)
         want = (False, torch.float32) if precision == "fp32" else (True, torch.bfloat16)

@@ -14,6 +14,7 @@ import pytest
 
 from battui.engine.control import RunControl
 from battui.engine.metrics import kl_to_uniform, mean_steps, target_distribution
+from battui.engine.runfiles import RunFiles
 from battui.errors import UserError
 from battui.tui.app import DashboardApp
 from battui.tui.feeds import LiveFeed, ReplayFeed, WatchFeed
@@ -159,6 +160,7 @@ class FakeTrainer:
         self.listeners: list = []
         self.batches = batches
         self.saved: list[str] = []
+        self.files = RunFiles(run_dir)  # the lock a detach hands over (none here)
 
     def emit(self, event: dict) -> None:
         for listener in self.listeners:

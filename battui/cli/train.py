@@ -21,8 +21,8 @@ from battui.config import load_config
 from battui.engine import distributed
 from battui.engine.control import RunControl
 from battui.engine.headless import HeadlessLog
+from battui.engine.resume import resume_config
 from battui.engine.rundir import RunDir
-from battui.engine.runs import resume_config
 from battui.engine.signals import exit_code, handle_signals
 from battui.engine.terminal import TerminalGuard, dumb_terminal, spawn_detached
 from battui.engine.trainer import Trainer
@@ -81,7 +81,7 @@ def _live(trainer: Trainer, control: RunControl) -> int:
 def _detach(trainer: Trainer) -> int:
     """Run the prepared run in its own session (survives the terminal), then watch it."""
     run_dir = trainer.run_dir
-    pid = spawn_detached(run_dir, trainer.lock)
+    pid = spawn_detached(run_dir, trainer.files.lock)
     _say(f"training in the background (pid {pid}), log in {RunDir(run_dir).log}")
     if sys.stdout.isatty() and not dumb_terminal():
         from battui.tui import run_watch
@@ -153,12 +153,12 @@ def train_command(
         raise UserError(f"run.on_hangup must be continue or stop, got '{trainer.cfg.run.on_hangup}'")
     trainer.prepare(on_device=not detach)  # --detach: the background process is the first to touch the GPU
     try:
-        if trainer.dist.is_main:
-            ranks = f" (rank 0 of {trainer.dist.world_size})" if trainer.dist.enabled else ""
-            _say(f"{trainer.device_note}{ranks}; run directory {trainer.run_dir}")
+        if trainer.parts.dist.is_main:
+            ranks = f" (rank 0 of {trainer.parts.dist.world_size})" if trainer.parts.dist.enabled else ""
+            _say(f"{trainer.parts.device_note}{ranks}; run directory {trainer.run_dir}")
         if detach:
             code = _detach(trainer)
-        elif headless or not sys.stdout.isatty() or dumb_terminal() or trainer.dist.enabled:
+        elif headless or not sys.stdout.isatty() or dumb_terminal() or trainer.parts.dist.enabled:
             code = _headless(trainer, control)
         else:
             code = _live(trainer, control)

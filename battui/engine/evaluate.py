@@ -1,6 +1,6 @@
 """Per-class robust evaluation (docs/DESIGN.md section 4), shared by training and `battui eval`.
 
-    spec = eval_attack(cfg.eval)              # or EvalConfig(attack="pgd", eps=8/255, steps=20)
+    spec = eval_attack(cfg.eval)              # or EvalAttack(attack="pgd", eps=8/255, steps=20)
     result = evaluate(model, batches, num_classes=10, spec=spec)
     result["worst"]["robust"], result["robust"][3], result["step_hist"]
 
@@ -20,8 +20,8 @@ rank holds a shard of the images).
 
 One evaluation precision everywhere (training's per-epoch validation and test
 evaluation, `battui eval/compare/table`): fp32 (autocast off, TF32 off) unless
-the spec says bf16 (`eval.amp=true`). The attack is described by one type, the
-`eval` config section (`battui.config.EvalConfig`); `attack_record` is what eval
+the spec says bf16 (`eval.amp=true`). The attack is described by one type,
+`battui.config.EvalAttack` (made from the `eval` section by `eval_attack`); `attack_record` is what eval
 events, eval JSON and the report's cache key store of it. The attack's random start is seeded from
 `spec.seed` (`eval.seed`, default 0) inside a forked RNG, so the same weights on
 the same images give the same numbers in every path.
@@ -31,33 +31,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import torch
 
 from battui.attacks.losses import ranks_joined, sum_over_ranks
-from battui.config import EvalConfig
+from battui.config import EvalAttack, EvalConfig
 from battui.engine.metrics import ClassCounter
 from battui.errors import UserError
 
-ATTACKS = ("pgd", "autoattack")
+EVAL_ATTACKS = ("pgd", "autoattack")  # `eval.attack` (attacks/autoattack.py: ATTACKS is its four attacks)
 PRECISIONS = ("fp32", "bf16")
 
 
-def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> EvalConfig:
+def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> EvalAttack:
     """The evaluation attack of an `eval` config section, normalised and checked.
 
     `overrides` (not None) replace its fields (attack, eps, step_size, steps, restarts,
-    seed); `precision` ("fp32" | "bf16") sets `amp`.
+    seed); `precision` ("fp32" | "bf16") replaces the section's (`eval.amp`).
     """
     values = {"attack": e.attack, "eps": e.eps, "step_size": e.step_size, "steps": e.steps,
               "restarts": e.restarts, "seed": e.seed}
     values.update({k: v for k, v in overrides.items() if v is not None})
     precision = str(e.precision if precision is None else precision)
-    spec = replace(e, attack=str(values["attack"] or "pgd").lower(), eps=float(values["eps"]),
-                   step_size=float(values["step_size"]), steps=int(values["steps"]),
-                   restarts=int(values["restarts"]), seed=int(values["seed"]), amp=precision == "bf16")
-    if spec.attack not in ATTACKS:
+    spec = EvalAttack(attack=str(values["attack"] or "pgd").lower(), eps=float(values["eps"]),
+                      step_size=float(values["step_size"]), steps=int(values["steps"]),
+                      restarts=int(values["restarts"]), seed=int(values["seed"]), precision=precision)
+    if spec.attack not in EVAL_ATTACKS:
         raise UserError(f"unknown attack '{spec.attack}'; use pgd or autoattack")
     if precision not in PRECISIONS:
         raise UserError(f"unknown evaluation precision '{precision}'; use fp32 or bf16")
@@ -66,7 +65,7 @@ def eval_attack(e: EvalConfig, *, precision: str | None = None, **overrides) -> 
     return spec
 
 
-def attack_record(spec: EvalConfig) -> dict:
+def attack_record(spec: EvalAttack) -> dict:
     """The `attack` record of eval events and eval JSON, hashed into the report's cache key:
     its keys and their order are fixed (tests/test_engine_eval_attack.py), or existing caches stop matching."""
     out = {"name": spec.attack, "eps": spec.eps, "step_size": spec.step_size, "steps": spec.steps,
@@ -78,7 +77,7 @@ def attack_record(spec: EvalConfig) -> dict:
     return out
 
 
-def check_spec(spec: EvalConfig, num_classes: int) -> None:
+def check_spec(spec: EvalAttack, num_classes: int) -> None:
     """Refuse an attack the dataset cannot take (standard AutoAttack needs >= 10 classes)."""
     if spec.attack == "autoattack":
         from battui.attacks.autoattack import check_classes
@@ -102,7 +101,7 @@ def eval_precision(precision: str, device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
-def _pgd_outcome(model, x, y, spec: EvalConfig):
+def _pgd_outcome(model, x, y, spec: EvalAttack):
     from battui.attacks import pgd
 
     adv_pred = steps = None
@@ -132,7 +131,7 @@ def _take(batches: Iterable, limit: int) -> list[tuple[torch.Tensor, torch.Tenso
     return out
 
 
-def _autoattack(model, data, clean, correct: int, counter: ClassCounter, kept: list, spec: EvalConfig, progress,
+def _autoattack(model, data, clean, correct: int, counter: ClassCounter, kept: list, spec: EvalAttack, progress,
                 reduced_for_tests) -> dict:
     """Standard AutoAttack once over all the images; counts into `counter`, returns the per-attack breakdown."""
     from battui.attacks.autoattack import empty_breakdown, run_autoattack
@@ -174,7 +173,7 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     num_classes: int,
-    spec: EvalConfig,
+    spec: EvalAttack,
     limit: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     on_clean: Callable[[int, int], None] | None = None,

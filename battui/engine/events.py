@@ -32,7 +32,8 @@ from battui.engine.faults import WriteFault
 
 
 class RunStatus(str, Enum):
-    """A run's status: how it ended (`run_finished.status`) or, in the views, where it stands.
+    """How a run ended: `run_finished.status`, what `Trainer.run()` returns (a view shows where an
+    unfinished run stands with a `DisplayState`).
 
     A str: it compares equal to, prints and serialises (JSON, CSV) as its plain value.
     """
@@ -40,6 +41,15 @@ class RunStatus(str, Enum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"  # stopped on purpose (q, x, a signal); --resume continues it
     FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DisplayState(str, Enum):
+    """Where an unfinished run stands, in the views (the dashboard, `battui runs`); a finished run
+    shows its `RunStatus`. A str, as `RunStatus`."""
+
     STARTING = "starting"  # `battui runs`: a run directory with no event yet
     WAITING = "waiting"  # the dashboard, before `run_started`
     RUNNING = "running"

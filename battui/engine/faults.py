@@ -11,7 +11,7 @@
 
 A failed checkpoint write leaves no partial file (its temporary copy is removed) and the
 previous `last.pt` as it was; a failed event write leaves at most a torn last line, which
-a resume drops (`runs.repair_events_tail`).
+a resume drops (`runfiles.repair_events_tail`).
 """
 
 from __future__ import annotations

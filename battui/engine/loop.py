@@ -52,7 +52,7 @@ Save = Callable[[int, int, str], bool]  # (step, batches done, kind) -> False wh
 
 @dataclass
 class EpochParts:
-    """Everything one training epoch works with, as plain values (`Trainer.epoch_parts` builds
+    """Everything one training epoch works with, as plain values (`build.RunParts.epoch_parts` builds
     them for a run; a test builds them from a tiny model)."""
 
     step_module: torch.nn.Module  # (x, y) -> (loss, steps_to_flip, adv_pred, parts): `distributed.LossModule`

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from battui.config import EvalConfig
+from battui.config import EvalAttack
 from battui.engine.evaluate import attack_record, eval_attack, evaluate
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.errors import UserError
@@ -53,7 +53,7 @@ def attack_spec(
     restarts: int | None = None,
     seed: int | None = None,
     precision: str | None = None,
-) -> EvalConfig:
+) -> EvalAttack:
     """The evaluation attack: the checkpoint config's `eval` section (precision: fp32 unless
     `eval.amp`), then any explicit override; bounds checked (`validate.check_attack_options`)."""
     from battui.validate import check_attack_options
@@ -93,7 +93,7 @@ def cache_path(ckpt_path: Path, key: str) -> Path:
     return ckpt_path.with_name(f"{ckpt_path.name}.eval-{key}.json")
 
 
-def _cache_key(spec: EvalConfig, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
+def _cache_key(spec: EvalAttack, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
     blob = json.dumps(
         {"v": KEY_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": cfg.data.__dict__,
          "split_seed": data["split_seed"], "weights": whash, **({"foreign": foreign} if foreign else {})},
@@ -147,7 +147,7 @@ def summarize(result: dict) -> dict[str, Any]:
 
 def evaluate_checkpoint(
     path: str | Path,
-    spec: EvalConfig | None = None,
+    spec: EvalAttack | None = None,
     *,
     device: str | torch.device = "cpu",
     limit: int = 0,

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from battui.engine.events import RunStatus
+from battui.engine.events import DisplayState
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid
 from battui.errors import UserError
@@ -29,7 +29,7 @@ class RunSummary:
     path: Path
     name: str
     method: str = ""
-    status: str = RunStatus.STARTING
+    status: str = DisplayState.STARTING
     epoch: int = 0  # epochs completed (the last checkpoint's)
     epochs: int = 0
     best: float | None = None  # best worst-class robust error on validation, %
@@ -62,7 +62,7 @@ def summarize(path: str | Path) -> RunSummary:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "run_started":
             run.method, run.epochs = str(event.get("method", "")), int(event.get("epochs", 0))
-            finished, paused, run.status = None, False, RunStatus.STALE
+            finished, paused, run.status = None, False, DisplayState.STALE
         elif kind == "checkpoint":
             run.epoch = max(run.epoch, int(event.get("epoch", 0)))
             if event.get("kind") == "best" and event.get("metric") is not None:
@@ -76,7 +76,7 @@ def summarize(path: str | Path) -> RunSummary:
     pid = live_pid(path)
     if pid is not None:
         run.pid = pid if pid > 0 else None
-        run.status = RunStatus.PAUSED if paused else RunStatus.RUNNING
+        run.status = DisplayState.PAUSED if paused else DisplayState.RUNNING
     elif finished:
         run.status = finished
     return run

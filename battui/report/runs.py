@@ -186,7 +186,7 @@ def check_plan(plan: TablePlan, spec_overrides: dict[str, Any]) -> Config:
 
     Returns the table's base config (preset and `--set` overrides; its title reads from it).
     """
-    from battui.engine.runs import check_run_root
+    from battui.engine.runfiles import check_run_root
     from battui.report.evaluation import attack_spec
 
     if plan.seeds < 1:

@@ -177,7 +177,7 @@ def holder(run_dir: Path) -> str | None:
 
 def _materialize(run: PlannedRun) -> None:
     """Create the run directory with its resolved config.yaml (kept if a failed attempt wrote it)."""
-    from battui.engine.runs import write_run_config
+    from battui.engine.runfiles import write_run_config
 
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if not RunDir(run.run_dir).config.exists():

@@ -59,7 +59,7 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
     from battui.engine.control import RunControl
     from battui.engine.device import resolve_device
     from battui.engine.headless import HeadlessLog
-    from battui.engine.runs import resume_config
+    from battui.engine.resume import resume_config
     from battui.engine.signals import exit_code, handle_signals
     from battui.engine.trainer import Trainer
     from battui.report.evaluation import evaluate_checkpoint
@@ -81,7 +81,7 @@ def run(run_dir: Path, device: str, limit: int, attack: dict) -> int:
             control = RunControl()
             cfg = resume_config(run_dir, [f"run.device={device}"], restart=True)
             trainer = Trainer(cfg, resume=run_dir, control=control, listeners=[HeadlessLog()])
-            trainer.lock, trainer.keep_lock = lock, True
+            trainer.files.lock, trainer.files.keep_lock = lock, True
             trainer.prepare()
             with handle_signals(control):
                 status = trainer.run()

@@ -27,7 +27,7 @@ from textual.containers import Container
 from textual.filter import Monochrome, NoColor
 from textual.widgets import Footer
 
-from battui.engine.events import RunStatus
+from battui.engine.events import DisplayState, RunStatus
 from battui.errors import UserError
 from battui.tui.driver import terminal_alive
 from battui.tui.feeds import EventsArrived, Feed, TrainingDone
@@ -195,9 +195,9 @@ class DashboardApp(App[int]):
         """The header's status word and note, from the stream and from what the person did."""
         state = self.state
         if self.detaching and not state.finished:
-            return RunStatus.SAVING, "saving checkpoints/last.pt to continue in the background…"
+            return DisplayState.SAVING, "saving checkpoints/last.pt to continue in the background…"
         if self.stopping and not state.finished:
-            return RunStatus.SAVING, "stopping after this batch and saving checkpoints/last.pt…"
+            return DisplayState.SAVING, "stopping after this batch and saving checkpoints/last.pt…"
         if self.override:
             return self.override
         if state.finished:
@@ -209,7 +209,7 @@ class DashboardApp(App[int]):
                 note = (note + " · " if note else "") + "q to exit"
             return state.status, note
         if self.paused and state.started:
-            return RunStatus.PAUSED, "p to resume" if self.feed.controls else ""
+            return DisplayState.PAUSED, "p to resume" if self.feed.controls else ""
         return state.status, ""
 
     @property

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from textual.message import Message
 
 from battui.engine.channel import send_command
-from battui.engine.events import RunStatus, follow_events, read_events
+from battui.engine.events import DisplayState, RunStatus, follow_events, read_events
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import live_pid, process_exists, recorded_pid
 from battui.errors import UserError
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from textual.app import App
 
     from battui.engine.control import RunControl
-    from battui.engine.runlock import RunLock
+    from battui.engine.runfiles import RunFiles
 
 STALE_AFTER = 60.0  # seconds without an event before a watched run counts as quiet
 WATCH_BATCH = 500  # events per message while catching up on a long file
@@ -106,8 +106,7 @@ class Trainable(Protocol):
     run_dir: Path
     events_path: Path
     listeners: list
-    keep_lock: bool  # the run was handed to a background process: the lock goes with it
-    lock: RunLock | None
+    files: RunFiles  # its lock; `files.keep_lock`: the run was handed to a background process, the lock goes too
 
     def run(self) -> RunStatus: ...
 
@@ -198,7 +197,7 @@ class LiveFeed(Feed):
         return self.result is None
 
     def hand_over(self) -> None:
-        self.trainer.keep_lock = True
+        self.trainer.files.keep_lock = True
 
 
 class WatchFeed(Feed):
@@ -265,10 +264,10 @@ class WatchFeed(Feed):
             self.pid = holder
         alive = pid_alive(self.pid) if self.pid else None
         if alive is False and self.caught_up:
-            return RunStatus.STALE, f"process {self.pid} is gone and the run did not finish"
+            return DisplayState.STALE, f"process {self.pid} is gone and the run did not finish"
         if idle > STALE_AFTER:
             if alive:
-                return RunStatus.RUNNING, f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
-            return RunStatus.STALE, f"no event for {format_duration(idle)}; the run stopped writing"
+                return DisplayState.RUNNING, f"quiet for {format_duration(idle)} (pid {self.pid} alive)"
+            return DisplayState.STALE, f"no event for {format_duration(idle)}; the run stopped writing"
         return None
 

@@ -61,9 +61,9 @@ def run_live(trainer: Trainable, control: RunControl, guard: TerminalGuard | Non
                  f"re-attach with: battui watch {run_dir}")
     feed.join()
     status = feed.result or app.state.status
-    if app.detaching and trainer.keep_lock:
-        trainer.keep_lock = False
-        lock = trainer.lock
+    if app.detaching and trainer.files.keep_lock:
+        trainer.files.keep_lock = False
+        lock = trainer.files.lock
         if status == RunStatus.INTERRUPTED:
             pid = spawn_detached(run_dir, lock)
             _say(f"detached: training continues in the background (pid {pid}), log in {RunDir(run_dir).log}")

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from battui.engine.events import RunStatus
+from battui.engine.events import DisplayState, RunStatus
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
 from battui.engine.progress import run_progress
 
@@ -189,7 +189,7 @@ class RunState:
         """The run_finished status (completed | interrupted | failed), else running or waiting."""
         if self.finished:
             return str(self.finished.get("status", RunStatus.COMPLETED))
-        return RunStatus.RUNNING if self.started else RunStatus.WAITING
+        return DisplayState.RUNNING if self.started else DisplayState.WAITING
 
     def eval_delta(self, kind: str) -> list[float | None]:
         """Per-class change of `kind` error since the previous eval (None without one)."""

@@ -8,19 +8,19 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from battui.engine.events import RunStatus
+from battui.engine.events import DisplayState, RunStatus
 from battui.tui.state import RunState
 from battui.tui.widgets.common import ViewOptions, error_style, format_duration
 
 STATUS_STYLE = {
-    RunStatus.RUNNING: ("●", "bold green"),
-    RunStatus.WAITING: ("○", "dim"),
-    RunStatus.PAUSED: ("❚❚", "bold yellow"),
-    RunStatus.SAVING: ("…", "bold yellow"),
+    DisplayState.RUNNING: ("●", "bold green"),
+    DisplayState.WAITING: ("○", "dim"),
+    DisplayState.PAUSED: ("❚❚", "bold yellow"),
+    DisplayState.SAVING: ("…", "bold yellow"),
     RunStatus.COMPLETED: ("✔", "bold green"),
     RunStatus.INTERRUPTED: ("■", "bold yellow"),
     RunStatus.FAILED: ("✖", "bold red"),
-    RunStatus.STALE: ("?", "bold red"),
+    DisplayState.STALE: ("?", "bold red"),
 }
 
 
