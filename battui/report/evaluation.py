@@ -94,8 +94,9 @@ def cache_path(ckpt_path: Path, key: str) -> Path:
 
 
 def _cache_key(spec: EvalAttack, limit: int, data: dict, cfg, whash: str, foreign: dict | None = None) -> str:
+    data_key = {"on_device": "auto", **cfg.data.__dict__}  # the retired data.on_device kept: old caches stay valid
     blob = json.dumps(
-        {"v": KEY_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": cfg.data.__dict__,
+        {"v": KEY_VERSION, "attack": attack_record(spec), "limit": int(limit), "data": data_key,
          "split_seed": data["split_seed"], "weights": whash, **({"foreign": foreign} if foreign else {})},
         sort_keys=True, default=str,
     )
