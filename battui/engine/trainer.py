@@ -206,8 +206,9 @@ class Trainer:
     def train_epoch(self, epoch: int, start_batch: int = 0) -> RunStatus | None:
         """The epoch's batches (`loop.train_epoch`); None when they all trained, else INTERRUPTED or
         FAILED (checkpoint and error message already handled)."""
-        def save(step: int, batch_done: int, kind: str) -> bool:
+        def save(step: int, batch_done: int, kind: str) -> bool:  # mid-epoch: the ranks' buffers differ here
             self.step = step
+            self.sync_network()
             return self.save_last(epoch_done=epoch, batch_done=batch_done, kind=kind)
 
         end = train_epoch(self.parts.epoch_parts(self.control, self.started), epoch, step=self.step,
@@ -219,11 +220,11 @@ class Trainer:
         distributed.broadcast_buffers(self.parts.model, self.parts.dist)
 
     def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
-        """Save last.pt (all ranks call this; rank 0 writes). False when the weights went non-finite."""
+        """Save last.pt (all ranks call this; rank 0 writes; the callers ran `sync_network`). False when
+        the weights went non-finite."""
         if not self.parts.weights_finite():
             self._non_finite(epoch_done)
             return False
-        self.sync_network()
         self.save(kind, epoch_done, batch_done)
         return True
 
