@@ -104,14 +104,19 @@ def bare_step(model, opt, method, x, y, autocast) -> None:
     opt.step()
 
 
+def synthetic_overrides(preset: str, images: int, held_out: int = HELD_OUT) -> list[str]:
+    """Generated CIFAR-shaped data (3x32x32, `images` to train on, `held_out` per class to evaluate)
+    in place of a CIFAR-shaped preset's dataset; nothing for presets with their own small data."""
+    if load_config(preset).data.name not in SYNTHETIC_FOR:
+        return []
+    per_class = images // CLASSES + held_out
+    return ["data.name=synthetic", f"data.per_class={per_class}", "data.image_size=32", "data.channels=3",
+            "data.val_per_class=0", f"data.test_fraction={held_out / per_class}", "data.classes=null"]
+
+
 def load_trainer(args, root: str) -> Trainer:
-    base = load_config(args.preset)
-    overrides = [f"run.root={root}", f"run.device={args.device}", "train.epochs=2"]
-    if base.data.name in SYNTHETIC_FOR:
-        per_class = args.images // CLASSES + HELD_OUT
-        overrides += ["data.name=synthetic", f"data.per_class={per_class}", "data.image_size=32",
-                      "data.channels=3", "data.val_per_class=0", f"data.test_fraction={HELD_OUT / per_class}",
-                      "data.classes=null"]
+    overrides = [f"run.root={root}", f"run.device={args.device}", "train.epochs=2",
+                 *synthetic_overrides(args.preset, args.images)]
     if args.method:
         overrides.append(f"method.name={args.method}")
     return Trainer(load_config(args.preset, [*overrides, *args.set])).prepare()
@@ -134,12 +139,91 @@ def main(argv: list[str] | None = None) -> int:
         return run(trainer, args)
 
 
+class Loops:
+    """The tight, bare and battui loops over epoch 0's batches of `trainer`, from the same weights.
+
+        bench = Loops(trainer)
+        bench.time(repeats)     # {"warmup": {loop: s}, "times": {loop: [s, ...]}, "cpu_times": ..., "peak_mib": ...}
+        bench.warm_up(); bench.timed(repeats)   # the same in two parts
+        bench.census(n)         # sync points per step of each loop
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, cfg, speed = trainer, trainer.cfg, trainer.speed
+        trainer.train_batches.set_epoch(0)
+        self.batches = [(speed.prepare_input(x), y) for x, y in trainer.train_batches]
+        self.model, self.opt = trainer.run_model, trainer.optimizer
+        self.start_model = copy.deepcopy(trainer.model.state_dict())
+        self.start_opt = copy.deepcopy(self.opt.state_dict())
+        self.method = method_from_config(cfg, num_classes=len(trainer.classes))
+        self.method.start_epoch(0, cfg.train.epochs)
+        a, model, opt, method, batches = cfg.attack, self.model, self.opt, self.method, self.batches
+        self.loops = {
+            "tight": lambda: [tight_step(model, opt, x, y, a.eps, a.step_size, a.steps, speed.autocast)
+                              for x, y in batches],
+            "bare": lambda: [bare_step(model, opt, method, x, y, speed.autocast) for x, y in batches],
+            "battui": lambda: trainer.train_epoch(0),
+        }
+
+    def reset(self, seed: int = 0) -> None:
+        self.trainer.model.load_state_dict(self.start_model)
+        self.opt.load_state_dict(self.start_opt)
+        torch.manual_seed(seed)
+
+    def time(self, repeats: int) -> dict:
+        """`warm_up()`, then `timed(repeats)`, in one dict."""
+        return {"warmup": self.warm_up(), **self.timed(repeats)}
+
+    def warm_up(self) -> dict[str, float]:
+        """Each loop once, its seconds: cuDNN autotuning, compilation, allocator, first calls."""
+        out = {}
+        for key, fn in self.loops.items():
+            self.reset()
+            with Clock(self.trainer.device) as c:
+                fn()
+            out[key] = c.seconds
+        return out
+
+    def timed(self, repeats: int) -> dict:
+        """The loops alternating `repeats` times: seconds and process CPU seconds of each, peak GPU MiB."""
+        dev = self.trainer.device
+        cuda = dev.type == "cuda"
+        out: dict = {"times": {k: [] for k in self.loops}, "cpu_times": {k: [] for k in self.loops}, "peak_mib": {}}
+        for _ in range(max(1, repeats)):
+            for key, fn in self.loops.items():
+                self.reset()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(dev)
+                with Clock(dev) as c:
+                    fn()
+                out["times"][key].append(c.seconds)
+                out["cpu_times"][key].append(c.cpu_seconds)
+                out["peak_mib"][key] = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else float("nan")
+        return out
+
+    def census(self, n: int) -> tuple[dict[str, float], dict[str, int], int]:
+        """Sync points per step of each loop (the battui epoch cut to `n` batches), the battui steps'
+        sync kinds, and how many battui steps were counted."""
+        t = self.trainer
+        return census(t, self.batches, n, self.method, self.model, self.opt, t.cfg.attack.eps,
+                      t.cfg.attack.step_size, t.speed)
+
+
+def first_batches(batches, n: int):
+    """A copy of a `Batches` that yields only its epoch-0 first `n` batches, unshuffled, on one rank."""
+    short = copy.copy(batches)
+    keep = batches.indices()[: n * short.batch_size]
+    short.images, short.labels = short.images[keep], short.labels[keep]
+    short.world_size, short.rank, short.shuffle = 1, 0, False
+    return short
+
+
 def run(trainer: Trainer, args) -> int:
     cfg, dev, speed = trainer.cfg, trainer.device, trainer.speed
     cuda = dev.type == "cuda"
     name = torch.cuda.get_device_name(dev) if cuda else (platform.processor() or platform.machine())
-    trainer.train_batches.set_epoch(0)
-    batches = [(speed.prepare_input(x), y) for x, y in trainer.train_batches]
+    bench = Loops(trainer)
+    batches, a = bench.batches, cfg.attack
     n_img = sum(len(y) for _, y in batches)
     print(f"{cfg.preset} / {cfg.method.name} / {cfg.model.name}: {n_img} images {tuple(batches[0][0].shape[1:])} "
           f"in {len(batches)} batches of {cfg.train.batch_size}, attack {trainer.attack_steps} steps")
@@ -148,41 +232,8 @@ def run(trainer: Trainer, args) -> int:
           + f", {torch.get_num_threads()} CPU threads; bf16={speed.amp} channels_last={speed.channels_last} "
           f"compile={speed.compile}")
 
-    model, opt = trainer.run_model, trainer.optimizer
-    start_model = copy.deepcopy(trainer.model.state_dict())
-    start_opt = copy.deepcopy(opt.state_dict())
-    a = cfg.attack
-    eps, step = a.eps, a.step_size
-
-    def reset(seed: int = 0) -> None:
-        trainer.model.load_state_dict(start_model)
-        opt.load_state_dict(start_opt)
-        torch.manual_seed(seed)
-
-    method = method_from_config(cfg, num_classes=len(trainer.classes))
-    method.start_epoch(0, cfg.train.epochs)
-    loops = {
-        "tight": lambda: [tight_step(model, opt, x, y, eps, step, a.steps, speed.autocast) for x, y in batches],
-        "bare": lambda: [bare_step(model, opt, method, x, y, speed.autocast) for x, y in batches],
-        "battui": lambda: trainer.train_epoch(0),
-    }
-    for fn in loops.values():  # warm-up: cuDNN autotuning, allocator, first-call costs
-        reset()
-        with Clock(dev):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in loops}
-    cpu_times: dict[str, list[float]] = {k: [] for k in loops}
-    peak: dict[str, float] = {}
-    for _ in range(max(1, args.repeats)):
-        for key, fn in loops.items():
-            reset()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(dev)
-            with Clock(dev) as c:
-                fn()
-            times[key].append(c.seconds)
-            cpu_times[key].append(c.cpu_seconds)
-            peak[key] = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else float("nan")
+    timed = bench.time(args.repeats)
+    times, cpu_times, peak = timed["times"], timed["cpu_times"], timed["peak_mib"]
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\ntrain phase, median of {len(times['tight'])} (ms per step, images/s, peak GPU MiB):")
     for key, label in (("tight", f"tight PGD-{a.steps} loop"), ("bare", f"bare {cfg.method.name} loop"),
@@ -213,13 +264,15 @@ def run(trainer: Trainer, args) -> int:
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB" if cuda else ""
     print(f"peak host memory {rss:.0f} MiB{gpu}")
 
-    census(trainer, batches, loops, args.census_steps, method, model, opt, eps, step, speed)
+    counts, kinds, n = bench.census(args.census_steps)
+    print(f"sync points per step: tight {counts['tight']:.1f}, bare {counts['bare']:.1f}, battui "
+          f"{counts['battui']:.1f} ({n} steps, events only after the last, included: {kinds})")
     if args.bat_vs_trades:
-        bat_vs_trades(trainer, batches, model, opt, reset, dev, speed, args.repeats)
+        bat_vs_trades(trainer, batches, bench.model, bench.opt, bench.reset, dev, speed, args.repeats)
     return 0
 
 
-def census(trainer, batches, loops, n, method, model, opt, eps, step, speed) -> None:
+def census(trainer, batches, n, method, model, opt, eps, step, speed) -> tuple[dict[str, float], dict[str, int], int]:
     """Sync points per training step of each loop (the battui epoch cut to `n` batches)."""
     few = batches[:n]
     counts = {}
@@ -231,10 +284,7 @@ def census(trainer, batches, loops, n, method, model, opt, eps, step, speed) -> 
         for x, y in few:
             bare_step(model, opt, method, x, y, speed.autocast)
     counts["bare"] = c.total / len(few)
-    short = copy.copy(trainer.train_batches)
-    keep = trainer.train_batches.indices()[: n * short.batch_size]
-    short.images, short.labels = short.images[keep], short.labels[keep]
-    short.world_size, short.rank, short.shuffle = 1, 0, False
+    short = first_batches(trainer.train_batches, n)
     saved = trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every
     trainer.train_batches = short
     trainer.cfg.train.log_every = trainer.cfg.train.attack_stats_every = 10**9  # events at the epoch's end only
@@ -245,8 +295,7 @@ def census(trainer, batches, loops, n, method, model, opt, eps, step, speed) -> 
         trainer.train_batches, trainer.cfg.train.log_every, trainer.cfg.train.attack_stats_every = saved
     counts["battui"] = c.total / len(short)
     kinds = dict(sum(c.segments, start=type(c.segments[0])()))
-    print(f"sync points per step: tight {counts['tight']:.1f}, bare {counts['bare']:.1f}, battui "
-          f"{counts['battui']:.1f} ({len(short)} steps, events only after the last, included: {kinds})")
+    return counts, kinds, len(short)
 
 
 def bat_vs_trades(trainer, batches, model, opt, reset, dev, speed, repeats) -> None:

@@ -58,14 +58,15 @@ def batch_sizes_per_rank(n: int, batch: int) -> list[int]:
     return [min(batch, per_rank - i) for i in range(0, per_rank, batch)]
 
 
-def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(tmp_path):
+def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(tmp_path, one_thread):
     """Two gloo ranks train a BatchNorm ResNet with CFA: pause (both ranks wait), save while paused,
     resume, stop mid-epoch, `--resume` to the end; CFA's per-rank counts are saved summed, the
     evaluations cover each split once, and the final test eval equals `battui eval` of the saved weights."""
     run = tmp_path / "ddp"
-    args = ("--preset", "synthetic-tiny", "--method", "cfa", *BN_RESNET, "--set", "run.name=ddp")
-    proc = subprocess.Popen(torchrun_cmd(tmp_path, *args, "--epochs", "40"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
+    # CFA's warm-up is a fraction of train.epochs: 0 here, so the 40-epoch run and the straight one agree
+    args = ("--preset", "synthetic-tiny", "--method", "cfa", "--set", "method.warmup=0", *BN_RESNET)
+    proc = subprocess.Popen(torchrun_cmd(tmp_path, *args, "--set", "run.name=ddp", "--epochs", "40"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
     try:
         wait_for_event(run, proc, lambda ev: any(e["type"] == "batch" for e in ev), "a first batch")
         send_command(run, "pause")
@@ -78,6 +79,19 @@ def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(t
         manual = load_checkpoint(run / "checkpoints" / "last.pt")
         send_command(run, "resume")
         wait_for_event(run, proc, lambda ev: any(e["type"] == "resumed" for e in ev), "the resumed event")
+        def count(kind: str) -> int:
+            return sum(e["type"] == kind for e in run_events(run))
+
+        while True:  # pause again, at a batch before an epoch's last, and stop there: the stop trains that batch
+            n = count("paused") + 1
+            send_command(run, "pause")
+            events = wait_for_event(run, proc, lambda ev, n=n: sum(e["type"] == "paused" for e in ev) >= n, "a pause")
+            paused = [e for e in events if e["type"] == "paused"][-1]
+            if paused["batch"] + 1 < events[0]["batches_per_epoch"]:
+                break
+            n = count("resumed") + 1
+            send_command(run, "resume")
+            wait_for_event(run, proc, lambda ev, n=n: sum(e["type"] == "resumed" for e in ev) >= n, "a resume")
         send_command(run, "stop")
         proc.wait(timeout=120)
     finally:
@@ -86,7 +100,8 @@ def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(t
     events = read_events(run / "events.jsonl")
     assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "interrupted", events[-1]
     stopped = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert stopped["batch"] >= 1  # the stop landed after a step, mid-epoch
+    assert (stopped["epoch"], stopped["batch"]) == (paused["epoch"], paused["batch"] + 1)  # mid-epoch
+    assert len(stopped["rng"]) == 2 and not torch.equal(stopped["rng"][0]["torch"], stopped["rng"][1]["torch"])
 
     cfg = load_config("synthetic-tiny")
     splits = build_datasets(cfg.data, seed=cfg.train.seed)
@@ -95,10 +110,23 @@ def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(t
         state = ckpt["method_state"]
         assert float(state["seen"].sum()) == 2 * sum(sizes[: ckpt["batch"]]), (ckpt["epoch"], ckpt["batch"])
 
-    out = subprocess.run(torchrun_cmd(tmp_path, "--resume", str(run), "--epochs", str(stopped["epoch"] + 1)),
+    epochs = str(stopped["epoch"] + 1)
+    out = subprocess.run(torchrun_cmd(tmp_path, "--resume", str(run), "--epochs", epochs),
                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # rank 1 created nothing of its own
+    out = subprocess.run(torchrun_cmd(tmp_path, *args, "--set", "run.name=straight", "--epochs", epochs),
+                         capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=180)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    straight = tmp_path / "straight"
+    # paused, saved, stopped mid-epoch and resumed = trained straight: bit-identical weights, the same evaluations
+    resumed_w, straight_w = (load_checkpoint(r / "checkpoints" / "last.pt")["model"] for r in (run, straight))
+    assert resumed_w.keys() == straight_w.keys()
+    assert all(torch.equal(resumed_w[k], straight_w[k]) for k in resumed_w)
+    keep = ("epoch", "split", "n", "counts", "standard", "boundary", "robust", "adv_confusion", "step_hist")
+    evals_of = [[{k: e[k] for k in keep} for e in read_events(r / "events.jsonl") if e["type"] == "eval"]
+                for r in (run, straight)]
+    assert evals_of[0] == evals_of[1] and [e["split"] for e in evals_of[1]].count("val") == int(epochs)
     events = read_events(run / "events.jsonl")
     assert events[-1]["status"] == "completed" and events[-1]["epoch"] == stopped["epoch"] + 1
     assert [e["world_size"] for e in events if e["type"] == "run_started"] == [2, 2]
@@ -122,6 +150,17 @@ def test_torchrun_bn_resnet_pause_save_stop_resume_evaluates_the_saved_network(t
     assert record["attack"] == evals["test"]["attack"]
     for key in ("n", "counts", "standard", "boundary", "robust", "adv_confusion", "step_hist"):
         assert record["result"][key] == evals["test"][key], key
+
+    # the last per-epoch val eval (two ranks) = one process evaluating last.pt's weights on the val split
+    from battui.data import Batches
+    from battui.engine.checkpoint import model_from_checkpoint
+    from battui.engine.evaluate import eval_attack, evaluate
+
+    model, cfg, _ = model_from_checkpoint(run / "checkpoints" / "last.pt")
+    alone = evaluate(model, Batches(splits.val, cfg.eval.batch_size), num_classes=splits.num_classes,
+                     spec=eval_attack(cfg.eval))
+    for key in ("n", "counts", "standard", "boundary", "robust", "adv_confusion", "step_hist"):
+        assert alone[key] == evals["val"][key], key
 
 
 def test_torchrun_method_validation_is_sharded_and_summed(tmp_path):
@@ -163,3 +202,27 @@ def test_global_batch_must_divide_over_the_ranks(tmp_path):
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert len(lines) == 1 and "global batch" in lines[0] and "2 ranks" in lines[0], lines
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_mid_epoch_last_pt_of_two_ranks_is_refused_by_one_process_and_nothing_changes(tmp_path, one_thread):
+    import pytest
+
+    from battui.engine.checkpoint import save_checkpoint
+    from battui.engine.control import RunControl
+    from battui.engine.trainer import Trainer
+    from battui.errors import UserError
+
+    control = RunControl()
+    cfg = load_config("synthetic-tiny", ["train.epochs=1", f"run.root={tmp_path}", "run.name=two"])
+    trainer = Trainer(cfg, control=control, listeners=[lambda e: e["type"] == "batch" and control.stop.set()])
+    assert trainer.prepare().run() == "interrupted"
+    run, last = tmp_path / "two", tmp_path / "two" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["batch"] == 1 and len(ckpt["rng"]) == 1
+    ckpt.pop("path")
+    save_checkpoint(last, {**ckpt, "rng": ckpt["rng"] * 2})  # as two ranks save it
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"epoch 1 batch 1\) with the RNG states of 2 rank\(s\); resume it with 2 "
+                                        r"\(this run has 1\)"):
+        Trainer(None, resume=run).prepare()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -118,3 +118,37 @@ def test_a_full_disk_at_the_start_is_one_line_exit_2_and_leaves_no_partial_file(
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"cannot write {run}" in lines[0] and "File too large" in lines[0] and "no last.pt was saved yet" in lines[0]
     assert sorted(p.name for p in run.iterdir()) == ["train.lock"]  # config.yaml was never renamed into place
+
+
+def test_a_run_folder_made_unwritable_mid_run_is_one_line_and_last_pt_stays(tmp_path, one_thread, monkeypatch):
+    """EACCES at the checkpoint write, raised where the OS would raise it (root ignores chmod, so the
+    test cannot make the folder read-only): one line, last.pt of epoch 1 intact, no partial file."""
+    import errno
+    import tempfile
+
+    from battui.engine import checkpoint
+
+    run, lines, locked = tmp_path / "ro", io.StringIO(), []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if locked:
+            raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+        return real_mkstemp(*args, **kwargs)
+
+    def lock_after_first_checkpoint(event: dict) -> None:
+        if event["type"] == "checkpoint" and event["kind"] == "last" and event["epoch"] == 1:
+            locked.append(True)
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
+    cfg = load_config("synthetic-tiny", ["train.epochs=3", f"run.root={tmp_path}", "run.name=ro"])
+    trainer = Trainer(cfg, listeners=[lock_after_first_checkpoint, HeadlessLog(lines)]).prepare()
+    assert trainer.run() == "failed"
+    failed = [line for line in lines.getvalue().splitlines() if line.startswith("run failed:")]
+    assert len(failed) == 1 and "Traceback" not in lines.getvalue(), lines.getvalue()
+    line = failed[0]
+    assert f"cannot write {run / 'checkpoints'}" in line and "Permission denied" in line
+    assert "checkpoints/last.pt of epoch 1 is intact" in line and f"make {run} writable" in line
+    assert f"continue with `battui train --resume {run}`" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no partial file
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1

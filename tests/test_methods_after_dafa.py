@@ -236,6 +236,8 @@ def test_faal_schedule_is_its_own_and_set_wins():
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.milestones, cfg.train.weight_decay) == (2, 0.01, [0.5], 5e-4)
     assert load_config("digits-cnn", ["method.name=faal", "train.epochs=3"]).train.epochs == 3
     assert load_config("digits-cnn", ["method.name=trix"]).train.epochs == 22  # the preset's
+    absld = load_config("digits-cnn", ["method.name=absld", "method.teacher=t.pt"]).train
+    assert (absld.epochs, absld.weight_decay) == (22, 5e-4)  # the preset's, as every method but FAAL
 
 
 def test_table_trains_faal_start_and_absld_teacher_first(tmp_path):

@@ -151,7 +151,7 @@ def train_command(
         trainer = Trainer(load_config(preset, overrides), control=control)
     if trainer.cfg.run.on_hangup not in ("continue", "stop"):
         raise UserError(f"run.on_hangup must be continue or stop, got '{trainer.cfg.run.on_hangup}'")
-    trainer.prepare()
+    trainer.prepare(on_device=not detach)  # --detach: the background process is the first to touch the GPU
     try:
         if trainer.dist.is_main:
             ranks = f" (rank 0 of {trainer.dist.world_size})" if trainer.dist.enabled else ""

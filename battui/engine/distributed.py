@@ -9,8 +9,11 @@
 
 `train.batch_size` is the global batch: each of N ranks trains on batch_size / N
 samples per step (exit 2 unless N divides it), so the paper's 128 at lr 0.1 means
-the same on 1 or 8 GPUs. Evaluation and the methods' validation (FRL, CFA, WAT)
-are sharded over the ranks and their sums all-reduced.
+the same on 1 or 8 GPUs. The methods' validation (FRL, CFA, WAT) is sharded over
+the ranks and its sums all-reduced; the per-epoch and final evaluations run on rank 0
+over the whole split (the others join the sums with no images), so their random starts,
+and numbers, are one process's. A checkpoint's `rng` holds every rank's RNG states
+(`gather_objects`), so a mid-epoch resume continues each rank's own streams.
 
 `torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT;
 `init_from_env` joins the process group (nccl on CUDA, gloo on CPU) and pins
@@ -102,6 +105,16 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order, on every rank (`[obj]` when not distributed).
+    A collective: every rank calls it."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:

@@ -83,6 +83,7 @@ class RunStarted(Event):
     world_size: int = 1
     seed: int = 0
     config: dict = field(default_factory=dict)
+    precision: str = ""  # the training precision and why: "fp32 (train.amp=auto, not a CUDA device)"
 
 
 @dataclass

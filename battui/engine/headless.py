@@ -53,8 +53,9 @@ class EventLines:
         self.start = (int(e.get("start_epoch", 0)), int(e.get("start_batch", 0)))
         ranks = f", {e['world_size']} ranks" if e.get("world_size", 1) > 1 else ""
         start = f", from epoch {e['start_epoch'] + 1}" if e.get("start_epoch") else ""
+        precision = f", {e['precision']}" if e.get("precision") else ""
         return (f"run {e['run_dir']}: {e['method']} on {e['dataset']} ({e['model']}), device {e['device']}"
-                f"{ranks}; {e['epochs']} epochs x {e['batches_per_epoch']} batches, "
+                f"{precision}{ranks}; {e['epochs']} epochs x {e['batches_per_epoch']} batches, "
                 f"train {e['train_size']} / eval {e['eval_size']} images{start}")
 
     def _batch(self, e: dict) -> str:

@@ -1,8 +1,8 @@
 """The settings that change a run's numbers, recorded in `env.json` and compared across a table's runs.
 
     record(speed, deterministic=True, device=torch.device("cpu"))
-    # {"device": "cpu", "threads": 2, "deterministic": True, "precision": "fp32", "channels_last": False,
-    #  "compile": False, "tf32": False}
+    # {"device": "cpu", "threads": 2, "deterministic": True, "precision": "fp32",
+    #  "precision_reason": "train.amp=auto, not a CUDA device", "channels_last": False, "compile": False, "tf32": False}
     differences(["runs/a", "runs/b"])     # "threads 1 (a), 2 (b)", or "" when every run computed alike
 
 CPU kernels sum in an order that depends on the intra-op thread count, so the same run on one
@@ -31,7 +31,8 @@ def record(speed, deterministic: bool, device: torch.device) -> dict[str, Any]:
     """This process's numerics settings for a run (`speed` is its `setup.SpeedSettings`)."""
     kind = device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})"
     return {"device": kind, "threads": torch.get_num_threads(), "deterministic": bool(deterministic),
-            "precision": "bf16" if speed.amp else "fp32", "channels_last": bool(speed.channels_last),
+            "precision": "bf16" if speed.amp else "fp32", "precision_reason": speed.precision_reason,
+            "channels_last": bool(speed.channels_last),
             "compile": bool(speed.compile),
             "tf32": device.type == "cuda" and not deterministic}  # apply_determinism turns it on otherwise
 

@@ -28,6 +28,7 @@ import torch
 
 from battui.config import Config, read_config, save_config
 from battui.data.batches import mix_seed  # noqa: F401  (one seed mixer for data and engine)
+from battui.engine.distributed import DistInfo, gather_objects
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import other_holder, taken
 from battui.errors import UserError
@@ -80,6 +81,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         n = state["numpy"]
         keys = n["keys"].numpy().astype("uint32")
         np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def rng_states(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's `rng_state()`, in rank order: what a checkpoint's `rng` holds (a collective
+    under DDP: every rank calls it). Each rank draws its own attack starts and dropout, so a
+    mid-epoch resume restores each rank's own states."""
+    return gather_objects(rng_state(), info)
+
+
+def resumed_rng_state(ckpt: dict[str, Any], info: DistInfo) -> dict[str, Any] | None:
+    """This rank's RNG states from a mid-epoch `last.pt` (None at an epoch's end: the next epoch
+    reseeds from (train.seed, epoch, rank)); `UserError` when it was saved by another number of
+    ranks, whose batches and random streams this run cannot continue."""
+    if not int(ckpt.get("batch", 0)):
+        return None
+    saved = ckpt["rng"]
+    states = [saved] if isinstance(saved, dict) else list(saved)  # a dict: rank 0's alone, as older files hold
+    if len(states) != info.world_size:
+        raise UserError(f"{ckpt['path']} was saved mid-epoch (epoch {int(ckpt['epoch']) + 1} batch {ckpt['batch']}) "
+                        f"with the RNG states of {len(states)} rank(s); resume it with {len(states)} "
+                        f"(this run has {info.world_size}), as each continues its own shard and random streams")
+    return states[info.rank]
 
 
 def check_run_root(root: str | Path) -> None:

@@ -92,8 +92,8 @@ def _flag(value: str | bool, on_cuda: bool, key: str) -> bool:
 PRECISIONS = ("fp32", "bf16")
 
 
-def resolve_precision(value: str | bool, device: torch.device) -> str:
-    """`train.amp` -> the training precision, "bf16" (autocast) or "fp32".
+def resolve_precision(value: str | bool, device: torch.device) -> tuple[str, str]:
+    """`train.amp` -> the training precision, "bf16" (autocast) or "fp32", and why (a few words).
 
     auto: bf16 on a CUDA device with native bf16 (compute capability 8.0 or newer: A100,
     RTX 30xx, H100, ...), else fp32. On older GPUs (V100, T4) bf16 is emulated (slower than
@@ -106,13 +106,18 @@ def resolve_precision(value: str | bool, device: torch.device) -> str:
 
     cuda = device.type == "cuda"
     if str(value).strip().lower() == "auto":
-        return "bf16" if cuda and native_bf16(device) else "fp32"
+        if not cuda:
+            return "fp32", "train.amp=auto, not a CUDA device"
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        if native_bf16(device):
+            return "bf16", f"train.amp=auto, native bf16 (capability {capability})"
+        return "fp32", f"train.amp=auto, no native bf16 (capability {capability} < 8.0)"
     if not _flag(value, cuda, "train.amp"):
-        return "fp32"
+        return "fp32", "train.amp=false"
     if cuda and not native_bf16(device):
         raise UserError(f"train.amp=true asks for bf16, which {device} has no native support for "
                         "(compute capability below 8.0); use train.amp=auto (fp32 there) or false")
-    return "bf16"
+    return "bf16", "train.amp=true"
 
 
 @dataclass
@@ -121,13 +126,19 @@ class SpeedSettings:
     channels_last: bool = False
     compile: bool = False
     device_type: str = "cpu"
+    precision_reason: str = ""  # why `precision`: "train.amp=auto, not a CUDA device", ...
 
     @classmethod
     def resolve(cls, train: TrainConfig, device: torch.device) -> SpeedSettings:
         cuda = device.type == "cuda"
-        return cls(precision=resolve_precision(train.amp, device),
-                   channels_last=_flag(train.channels_last, cuda, "train.channels_last"),
-                   compile=bool(train.compile), device_type=device.type)
+        precision, reason = resolve_precision(train.amp, device)
+        return cls(precision=precision, channels_last=_flag(train.channels_last, cuda, "train.channels_last"),
+                   compile=bool(train.compile), device_type=device.type, precision_reason=reason)
+
+    @property
+    def precision_note(self) -> str:
+        """The training precision and why, as env.json, the run's header line and the dashboard show it."""
+        return f"{self.precision} ({self.precision_reason})" if self.precision_reason else self.precision
 
     @property
     def amp(self) -> bool:

@@ -24,8 +24,8 @@ when `data.val_per_class` is 0, on the test split with `split: "test"`.
 
 Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the
 batches from (train.seed, e), so a run resumed from an end-of-epoch `last.pt`
-replays exactly; a mid-epoch `last.pt` (stop or manual save) carries the RNG
-states and the batch index and resumes from the next batch.
+replays exactly; a mid-epoch `last.pt` (stop or manual save) carries every rank's RNG
+states and the batch index and resumes from the next batch (with the same number of ranks).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
-from battui.engine.evaluate import check_spec, eval_attack, evaluate
+from battui.engine.evaluate import check_spec, eval_attack, eval_precision, evaluate
 from battui.engine.events import CheckpointEvent, EvalEvent, EventWriter, Message, RunFinished, RunStarted, RunStatus
 from battui.engine.faults import WriteFault, low_space_warning
 from battui.engine.loop import EpochParts, attack_event, train_epoch
@@ -89,8 +89,10 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return RunDir(self.run_dir).checkpoints
 
-    def prepare(self) -> Trainer:
-        """Build everything and create the run directory; `UserError` on bad input."""
+    def prepare(self, on_device: bool = True) -> Trainer:
+        """Build everything and create the run directory; `UserError` on bad input. `on_device=False`
+        (`train --detach`): data, model and teacher stay on the CPU, for a process that only checks the
+        input and writes the run directory before handing over; env.json still records the run's device."""
         from battui.data import Batches, build_datasets
         from battui.models import build_model, model_options
         from battui.validate import validate_config
@@ -104,6 +106,7 @@ class Trainer:
         self.dist, self.device = distributed.init_from_env(device)
         self.speed = SpeedSettings.resolve(cfg.train, self.device)
         self._global_flags = apply_determinism(cfg.train.deterministic, self.device)
+        home = self.device if on_device else torch.device("cpu")  # where the tensors are built
         if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
             raise UserError("train.epochs and train.batch_size must be at least 1")
         if cfg.run.tensorboard:
@@ -118,7 +121,7 @@ class Trainer:
         self._threads = tune_cpu_threads(self.device, splits.in_channels * splits.image_size ** 2)
         if len(splits.train) == 0:
             raise UserError("the training split is empty; check data.classes and data.val_per_class")
-        common = dict(device=self.device, seed=seed, rank=self.dist.rank, world_size=(world := self.dist.world_size))
+        common = dict(device=home, seed=seed, rank=self.dist.rank, world_size=(world := self.dist.world_size))
         # train.batch_size is the global batch (the paper's 128 on 1 or 8 GPUs), split over the ranks
         self.train_batches = Batches(splits.train, per_rank_batch, shuffle=True, augment=cfg.data.augment,
                                      pad_shards=True, **common)
@@ -128,9 +131,10 @@ class Trainer:
         if cfg.eval.val_subset and len(val) > cfg.eval.val_subset:
             pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))[: cfg.eval.val_subset]
             val = val.subset(torch.sort(pick)[0])
-        self.val_batches = Batches(val, cfg.eval.batch_size, **common)
-        # the final test eval: rank 0 alone, on `battui eval`'s batches, so it gives `battui eval last.pt`'s numbers
-        self.test_batches = Batches(splits.test, cfg.eval.batch_size, device=self.device) if self.dist.is_main else []
+        # the per-epoch and the final test eval: rank 0 alone (the others join the sums with no images), on
+        # `battui eval`'s batches, so they give one process's numbers (the random starts follow the batches)
+        self.val_batches = Batches(val, cfg.eval.batch_size, device=home) if self.dist.is_main else []
+        self.test_batches = Batches(splits.test, cfg.eval.batch_size, device=home) if self.dist.is_main else []
         self.train_size, self.val_size = len(splits.train), len(val)
 
         torch.manual_seed(seed)
@@ -142,12 +146,12 @@ class Trainer:
         self.method = method_from_config(cfg, num_classes=k)
         pretrained.check_dependencies(self.method, cfg, resuming=self._resume_ckpt_path() is not None)
         if self.method.teacher_from:  # ABSLD: its teacher, read before anything is written
-            self.method.use_teacher(pretrained.load_teacher(self.method, self.data_info, self.device))
+            self.method.use_teacher(pretrained.load_teacher(self.method, self.data_info, home))
         check_spec(self._spec(), k)  # an unknown eval attack, or AutoAttack on < 10 classes, fails before training
         if cfg.train.init_from and not self._resume_ckpt_path():
             src = load_checkpoint(cfg.train.init_from)
             load_model_state(self.model, src["model"], cfg.train.init_from)
-        self.model.to(self.device)
+        self.model.to(home)
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.run_model = self.speed.compiled(self.model)
@@ -155,7 +159,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.train, self.model.parameters())
         self.scheduler = build_scheduler(cfg.train, self.optimizer)
         self.attack_steps = int(getattr(self.method, "steps", cfg.attack.steps))  # method.steps may override
-        self.attack_counter = ClassCounter(k, self.attack_steps, device=self.device)
+        self.attack_counter = ClassCounter(k, self.attack_steps, device=home)
         self.start_epoch, self.start_batch, self.epoch_progress = 0, 0, None
         if self.resume_dir is not None and self.dist.is_main:
             self.lock = self.lock or RunLock.acquire(self.resume_dir)  # before last.pt is read: never a stale state
@@ -217,7 +221,7 @@ class Trainer:
         self.step = int(ckpt.get("step", 0))
         self.best_metric = ckpt.get("best_metric")
         self.epoch_progress = ckpt.get("epoch_progress")
-        self.resume_rng = ckpt.get("rng")
+        self.resume_rng = runs.resumed_rng_state(ckpt, self.dist)  # this rank's, mid-epoch
         if self.start_epoch >= self.cfg.train.epochs and not self.start_batch:
             raise UserError(f"{self.resume_dir} already trained all {self.cfg.train.epochs} epochs; "
                             f"pass --epochs N (N > {self.start_epoch}) to train longer")
@@ -248,7 +252,7 @@ class Trainer:
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "data_info": self.data_info,
             "epoch": epoch_done, "batch": batch_done, "step": self.step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "method_state": self.method.state_dict(), "rng": runs.rng_state(),
+            "method_state": self.method.state_dict(), "rng": runs.rng_states(self.dist),
             "best_metric": self.best_metric, "epoch_progress": progress,
             "method_source": method_source(self.cfg.method.name).record(),  # where its class came from (3.6)
         }
@@ -339,7 +343,8 @@ class Trainer:
             epochs=epochs, batches_per_epoch=len(self.train_batches), attack_steps=self.attack_steps,
             train_size=self.train_size, eval_size=self.val_size, start_epoch=self.start_epoch,
             start_batch=self.start_batch,
-            world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict()))
+            world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict(),
+            precision=self.speed.precision_note))
         if self.resumed_from is not None:
             where = f"epoch {self.start_epoch + 1}" + (f" batch {self.start_batch + 1}" if self.start_batch else "")
             self.emit(Message(text=f"resumed from {self.resumed_from} at {where} ({self.device_note})"))
@@ -354,10 +359,7 @@ class Trainer:
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             if start_batch:
                 self.attack_counter.reset(self.epoch_progress if self.dist.is_main else None)
-                if self.dist.is_main:
-                    runs.set_rng_state(self.resume_rng)  # exact: the states saved after that batch
-                else:  # only rank 0's states are saved; other ranks continue from a fresh stream
-                    runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank, start_batch))
+                runs.set_rng_state(self.resume_rng)  # exact: this rank's states saved after that batch
             else:
                 self.attack_counter.reset()
                 runs.seed_everything(runs.mix_seed(cfg.train.seed, epoch, self.dist.rank))
@@ -425,9 +427,10 @@ class Trainer:
             self.emit(CheckpointEvent(epoch=epochs, path=str(path), kind="averaged"))
 
     def _method_validation(self, epoch: int, hook=None) -> dict:
-        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank."""
+        """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank, in fp32
+        like every evaluation (CFA's FAWA threshold, FRL's and WAT's class weights do not depend on train.amp)."""
         runs.seed_everything(runs.mix_seed(self.cfg.train.seed, epoch, 1 << 20))  # identical on every rank
-        with self.speed.autocast():
+        with eval_precision("fp32", self.device):
             info = (hook or self.method.end_epoch)(self.run_model, self.val_full) or {}
         return {k: float(v) for k, v in info.items()}
 

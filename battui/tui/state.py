@@ -36,6 +36,7 @@ class RunState:
     dataset: str = ""
     model: str = ""
     device: str = ""
+    precision: str = ""  # the training precision and why (empty in streams from before it was recorded)
     classes: list[str] = field(default_factory=list)
     epochs: int = 0
     start_epoch: int = 0
@@ -88,7 +89,7 @@ class RunState:
             handler(event)
 
     def _on_run_started(self, e: dict[str, Any]) -> None:
-        for name in ("run_name", "run_dir", "preset", "method", "dataset", "model", "device"):
+        for name in ("run_name", "run_dir", "preset", "method", "dataset", "model", "device", "precision"):
             setattr(self, name, str(e.get(name, "")))
         self.classes = [str(c) for c in e.get("classes", [])]
         self.epochs = int(e.get("epochs", 0))

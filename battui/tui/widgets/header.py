@@ -63,7 +63,8 @@ class RunHeader(Static):
         ident = Text("battui ", style="bold magenta")
         ident.append(state.run_name or "(waiting for run_started)", style="bold")
         if state.method:
-            ident.append(f"  {state.method} · {state.dataset} · {state.model} · {state.device}", style="dim")
+            precision = f" · {state.precision}" if state.precision else ""
+            ident.append(f"  {state.method} · {state.dataset} · {state.model} · {state.device}{precision}", style="dim")
         icon, style = STATUS_STYLE.get(status, ("●", "bold"))
         label = Text(f"{icon} {status}", style=style)
         if note:
