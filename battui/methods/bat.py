@@ -5,11 +5,20 @@ One early-stopped TRADES-KL attack per batch (``pgd`` with ``stop_after_flip=0,
 record_boundary=True``) gives the last correctly classified iterate x_clean and
 the first misclassified one x_adv, one attack step apart. The loss is Eq. 7 = Eq. 2 + alpha * Eq. 6:
 
-    L = CE(f(x_clean), y) + beta * KL(p(x) || p(x_adv))            (source-class)
-        + alpha * [ KL(U || p(x_clean)) + KL(U || p(x_adv)) ]      (target-class)
+    L = CE(f(x_clean), y) + beta * KL(p(x) || p(x_adv))            (source-class; parts source_ce, source_kl)
+        + alpha * [ KL(U || p(x_clean)) + KL(U || p(x_adv)) ]      (target-class; parts target_clean, target_adv)
 
 U is uniform over the K classes (K taken from the logits); p(x) is not
-detached (as TRADES). All KL terms are batch means.
+detached (as TRADES). All KL terms are batch means, p(x) in train mode. The
+uniform term, per sample:
+
+    KL(U || p(z)) = -log K - (1/K) sum_k log p_k(z)     uniform_kl="paper" (Eq. 6)
+    KL(p(z) || U) = sum_k p_k(z) log p_k(z) + log K     uniform_kl="code" (the public BAT code)
+
+Where a sample stops (its first misclassified iterate x^k of the S-step attack):
+k >= 1: x_clean = x^(k-1), x_adv = x^k, steps_to_flip = k; k = 0 (the noisy start
+is already wrong): x_clean = x_adv = x, steps_to_flip = 0; never: x_clean = x^(S-1),
+x_adv = x^S, steps_to_flip = S if x^S is wrong, else -1.
 
 Arguments:
     eps (float): Linf budget. (Default: 8/255)
@@ -30,7 +39,8 @@ Arguments:
 Paper Table 2 ablations (``TABLE2``): No.1 target_on=(); No.2 ("clean",);
 No.3 ("adv",); No.4 ("fixed_adv",); No.5 the default; No.6 source="fixed".
 With source="fixed" or "fixed_adv" the attack runs all K steps for every
-sample (no early stop) and records the boundary pair on the way.
+sample (no early stop) and records the boundary pair on the way; x^K (``x_last``)
+is then the "fixed" example, and the recorded ``adv_pred`` is the prediction on it.
 
 Shape:
     x: [B, C, H, W] in [0, 1]; y: [B]; loss: scalar.

@@ -22,8 +22,8 @@ eps, step_size);
                                   theta_bar <- d * theta_bar + (1 - d) * theta  (later; d = fawa_decay)
     otherwise:                    theta_bar unchanged.
 
-A call without training since the previous one (the engine's pre-training
-validation) is skipped. ``averaged_state()`` returns theta_bar (keys of the model's ``state_dict``;
+``end_epoch`` runs after training epochs only (the hook before training is
+``start_training``, which CFA does not use). ``averaged_state()`` returns theta_bar (keys of the model's ``state_dict``;
 None until an epoch is accepted) for the engine to save as the final weights.
 
 Arguments:

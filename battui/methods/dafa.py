@@ -10,15 +10,16 @@ inter-class similarity of adversarial predictions over the last warm-up epoch:
     W_i = 1 + lambda * sum_{j != i} s_ij * p_i(j) * p_j(j),
           s_ij = +1 if p_i(i) < p_j(j) (i is the harder of the two), else -1
     eps_i = W_i * eps,   step_i = W_i * step_size
-    L = (1/B) sum_n [ W_{y_n} CE(f(x_n), y_n) + beta KL(p(x_n) || p(x'_n)) ]
+    L = (1/B) sum_n [ W_{y_n} CE(f(x_n), y_n) + beta KL(p(x_n) || p(x'_n)) ]      parts ce, kl
 
 with x' the TRADES attack (KL, start x + xi * N(0, I)) in B(x_n, eps_{y_n}) with
 step step_{y_n}. A hard class takes weight and margin from the similar classes
 it is confused with, an easy class gives them up; far-apart classes barely
 interact. The weights are computed at the start of the first epoch >= round(warmup
 * total_epochs) that follows a full epoch of statistics (70 of 110 epochs in the
-reference) and then kept. For lambda <= 1, W_i >= 1 - lambda >= 0; W is clamped
-at 0 for larger lambda so that no margin is negative.
+reference) and then kept; until then W = 1 and ``loss`` accumulates each epoch's
+p_i(j) (summed over DDP ranks when read). For lambda <= 1, W_i >= 1 - lambda >= 0;
+W is clamped at 0 for larger lambda so that no margin is negative.
 
 Arguments:
     eps (float): base Linf budget. (Default: 8/255)

@@ -1,12 +1,14 @@
 """FAT: Zhang et al., "Attacks Which Do Not Kill Training Make Adversarial
 Learning Stronger", ICML 2020 (Friendly Adversarial Training, Madry variant).
 
-    min_theta E [ CE(f(x~), y) ],  x~ = early-stopped PGD (PGD-K-tau):
+    min_theta E [ CE(f(x~), y) ],  x~ = early-stopped PGD (PGD-K-tau); part ce_adv:
 
 PGD-Linf from a uniform start stops for a sample once it has been seen
 misclassified tau + 1 times (the reference's ``control`` counter), i.e. tau
 steps after its first misclassification. tau follows the reference's dynamic
-schedule: 0 up to 50/120 of training, 1 up to 90/120, then 2.
+schedule: 0 up to 50/120 of training, 1 up to 90/120, then 2; in general, with
+done = (epoch + 1) / total_epochs (epochs from 0), tau = tau_schedule[#{m in
+tau_milestones : done > m}].
 
 Arguments:
     eps (float): Linf budget. (Default: 8/255)

@@ -1,11 +1,12 @@
 """GAIRAT: Zhang et al., "Geometry-aware Instance-reweighted Adversarial
 Training", ICLR 2021 (Madry variant, Tanh weights).
 
-    L = (1/B) sum_i w_i * CE(f(x~_i), y_i),
-    w_i = (tanh(lam + 5 * (1 - 2 * kappa_i / K)) + 1) / 2, normalised to mean 1,
+    L = (1/B) sum_i w_i * CE(f(x~_i), y_i),                               part ce_adv
+    w_i = (tanh(lam + 5 * (h - kappa_i) / h) + 1) / 2,  h = floor(K / 2),  normalised to mean 1
 
-where x~ is PGD-K (uniform start, CE) and kappa_i counts the iterates
-x^0..x^(K-1) that the model classifies correctly (the reference's Kappa).
+(for even K, 5 (h - kappa_i) / h = 5 * (1 - 2 * kappa_i / K)), where x~ is PGD-K
+(uniform start, CE; K >= 2) and kappa_i counts the iterates x^0..x^(K-1) that the
+model classifies correctly (the reference's Kappa; ``PGDResult.correct_steps``).
 Before the warm-up ends the loss is the plain mean CE (as in the reference,
 weighting starts at (epoch + 1) >= warmup * total_epochs, epochs from 0).
 

@@ -4,7 +4,7 @@ Adversarial Attacks", ICLR 2018.
     min_theta E [ max_{||delta||_inf <= eps} CE(f(x + delta), y) ]
 
 The inner max is PGD-Linf with a uniform random start; the loss is the mean
-cross-entropy on the adversarial examples.
+cross-entropy on the adversarial examples (part ``ce_adv``).
 
 Arguments:
     eps (float): Linf budget. (Default: 8/255)

@@ -14,8 +14,8 @@ and the training loss of the next epoch is
         + w_K * (1/B) sum_n [ CE(f(x_n), y_n) + beta KL(p(x_n) || p(x'_n)) ]
 
 with x' the TRADES attack (KL, start x + xi * N(0, I)). Before the first
-validation all weights are K/(K+1) (Hedge's uniform start); a validation call
-without training since the previous one (the engine's pre-training call) is skipped.
+validation all weights are K/(K+1) (Hedge's uniform start); ``end_epoch`` runs after
+training epochs only (the hook before training is ``start_training``, which WAT does not use).
 
 Arguments:
     eps (float): Linf budget. (Default: 8/255)
