@@ -254,7 +254,7 @@ def run(trainer: Trainer, args) -> int:
     # the other phases of an epoch, once each
     with Clock(dev) as c_val:
         info = trainer.parts.method_validation(0) if trainer.parts.method.needs_validation else {}
-        trainer.evaluate(trainer.parts.val_batches, trainer.parts.val_name, 0, info)
+        trainer.emit(trainer.parts.evaluation(trainer.parts.val_batches, trainer.parts.val_name, 0, info))
     with Clock(dev) as c_ckpt:
         trainer.save_last(epoch_done=1)
     print(f"validation phase {c_val.seconds:8.2f} s  ({trainer.parts.val_size} images, PGD-{cfg.eval.steps}"

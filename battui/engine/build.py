@@ -13,6 +13,7 @@ draws (the data split, then the model's initial weights from `train.seed`), so d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ from battui.engine.checkpoint import load_checkpoint, load_model_state
 from battui.engine.control import RunControl
 from battui.engine.device import resolve_device
 from battui.engine.distributed import DistInfo
-from battui.engine.evaluate import check_spec, eval_attack, eval_precision
+from battui.engine.evaluate import check_spec, eval_attack, eval_precision, evaluate
+from battui.engine.events import EvalEvent, RunStarted
 from battui.engine.loop import EpochParts
 from battui.engine.metrics import ClassCounter
 from battui.engine.setup import SpeedSettings, apply_determinism, build_optimizer, build_scheduler, tune_cpu_threads
@@ -72,6 +74,23 @@ class RunParts:
                           speed=self.speed, control=control, dist=self.dist, device=self.device,
                           log_every=train.log_every, stats_every=train.attack_stats_every, started=started)
 
+    def run_started(self, run_dir: Path, start_epoch: int, start_batch: int) -> RunStarted:
+        cfg = self.cfg
+        return RunStarted(
+            run_name=run_dir.name, run_dir=str(run_dir), preset=cfg.preset, method=cfg.method.name,
+            dataset=cfg.data.name, model=cfg.model.name, device=str(self.device), classes=self.classes,
+            epochs=cfg.train.epochs, batches_per_epoch=len(self.train_batches), attack_steps=self.attack_steps,
+            train_size=self.train_size, eval_size=self.val_size, start_epoch=start_epoch, start_batch=start_batch,
+            world_size=self.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict(),
+            precision=self.speed.precision_note)
+
+    def evaluation(self, batches, split: str, epoch: int, method_info: dict | None = None) -> EvalEvent:
+        """The `eval` event of the one evaluator (`evaluate`, `spec`) on `batches`."""
+        result = evaluate(self.run_model, batches, num_classes=len(self.classes), spec=self.spec)
+        fields = {k: result[k] for k in ("n", "counts", "standard", "boundary", "robust", "avg", "worst",
+                                         "step_hist", "attack", "adv_confusion")}
+        return EvalEvent(epoch=epoch, split=split, method=method_info or {}, **fields)
+
     def method_validation(self, epoch: int, hook=None) -> dict[str, float]:
         """`method.end_epoch` (or `hook`) on the validation split, seeded alike on every rank, in fp32
         like every evaluation (CFA's FAWA threshold, FRL's and WAT's class weights do not depend on train.amp)."""
@@ -105,13 +124,15 @@ class RunParts:
 
 
 def build_run(cfg: Config, *, resuming: bool, on_device: bool = True) -> RunParts:
-    """Build a run's parts from its (validated) config; `resuming`: a last.pt will be loaded into them
+    """Build a run's parts from its config (validated first); `resuming`: a last.pt will be loaded into them
     (so `train.init_from` and a start checkpoint's check are skipped). `on_device=False` (`train
     --detach`): data, model and teacher stay on the CPU, for a process that only checks the input and
     writes the run directory before handing over; `device` is still the run's."""
     from battui.data import Batches, build_datasets
     from battui.models import build_model, model_options
+    from battui.validate import validate_config
 
+    validate_config(cfg)  # changes nothing: a config made or edited in code is checked as a loaded one
     per_rank_batch = distributed.per_rank_batch(cfg.train.batch_size, distributed.env_world_size())
     device, device_note = resolve_device(cfg.run.device)
     dist, device = distributed.init_from_env(device)

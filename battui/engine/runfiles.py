@@ -20,6 +20,8 @@ import platform
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from battui.config import Config, save_config
 from battui.engine.channel import ControlChannel
 from battui.engine.checkpoint import save_checkpoint
 from battui.engine.control import RunControl
-from battui.engine.events import EventWriter
+from battui.engine.events import EventWriter, Message
 from battui.engine.faults import WriteFault
 from battui.engine.rundir import RunDir
 from battui.engine.runlock import RunLock
@@ -159,10 +161,10 @@ class RunFiles:
     """A training run's files, written by rank 0 alone (`main=False`: every call writes nothing).
 
         files = RunFiles(run_dir)              # nothing touched yet
-        files.lock_for_resume()                # a resumed run: the lock before last.pt is read
+        with files.resume_lock(): ...           # a resumed run: the lock before last.pt is read
         files.create(cfg, env, resumed=False)  # the folder, the lock, config.yaml, env.json, the events tail
         files.open(control)                    # events.jsonl (appended) and the control FIFO
-        files.write_event(record); files.save("last", payload, epoch=2, batch=0)
+        files.publish(event); files.save("last", payload, epoch=2, batch=0)
         files.close()                          # events, FIFO, and the lock unless `keep_lock`
 
     `lock` may be set before `create` (a table's worker holds it already); `keep_lock` leaves it
@@ -179,14 +181,22 @@ class RunFiles:
         self.writer: EventWriter | None = None
         self.channel: ControlChannel | None = None
         self.saved: tuple[int, int] | None = None
+        self.listeners: list = []
 
     @property
     def dir(self) -> RunDir:
         return RunDir(self.path)
 
-    def lock_for_resume(self) -> None:
+    @contextmanager
+    def resume_lock(self) -> Iterator[None]:
+        """Hold the run's lock from here (rank 0); released again if the block raises."""
         if self.main:
             self.lock = self.lock or RunLock.acquire(self.path)
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         if self.lock is not None:
@@ -213,9 +223,21 @@ class RunFiles:
             self.writer = EventWriter(self.dir.events)
             self.channel = ControlChannel(self.path, control).open()
 
-    def write_event(self, record: dict) -> None:
+    def publish(self, event) -> dict:
+        """Write `event` to events.jsonl and hand its dict to every listener (a callable that must not
+        block; one that raises is removed with a warning); off rank 0 nothing is written or heard."""
+        record = event.to_dict()
+        if not self.main:
+            return record
         if self.writer is not None:
             self.writer.write(record)
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception as exc:  # a broken view must not stop training
+                self.listeners.remove(listener)
+                self.publish(Message(text=f"listener {listener!r} failed and was removed: {exc}", level="warning"))
+        return record
 
     def close_events(self) -> None:
         """Stop writing events.jsonl (it refused a line: the listeners still hear the rest)."""

@@ -5,23 +5,11 @@
     trainer.run_dir, trainer.events_path, trainer.parts.model
     Trainer(cfg, resume="runs/digits-cnn-pgd-at-20250101-120000").prepare().run()   # continue last.pt
 
-`prepare()` builds the run (`build.build_run`: data, model, method, optimiser; `UserError` on bad
-input, before anything is written), loads a resumed run's last.pt (`resume.restore`), then creates
-the run directory (`runfiles.RunFiles`: config.yaml, env.json, the lock held until `run()` ends).
-`run()` trains: every event goes to events.jsonl and to each listener (a callable taking the event
-dict; it must not block). A `RunControl` stops, pauses or saves the run between batches; `battui
-watch` sets the same flags through the run's control FIFO (`channel.py`). `run_epoch` is one
-epoch's order of operations; `loop.train_epoch` one batch's.
-
-Event numbering: `batch`, `train_attack` and `eval` carry the 0-based epoch they belong to (the
-final test `eval` carries the last epoch's); `checkpoint` and `run_finished` carry epochs completed.
-Per-epoch evaluation runs on the validation split (at most `eval.val_subset` images, a fixed random
-subset) or, when `data.val_per_class` is 0, on the test split with `split: "test"`.
-
-Every epoch `e` draws its randomness from seed (train.seed, e, rank) and the batches from
-(train.seed, e), so a run resumed from an end-of-epoch last.pt replays exactly; a mid-epoch last.pt
-(stop or manual save) carries every rank's RNG states and the batch index and resumes from the next
-batch (with the same number of ranks).
+`prepare()` builds the run (`build.build_run`; `UserError` on bad input, before anything is written),
+loads a resumed run's last.pt (`resume.restore`), then creates the run's files (`runfiles.RunFiles`).
+`run()` trains; every event goes to events.jsonl and to each listener. A `RunControl` stops, pauses
+or saves between batches (`battui watch` sets it through the control FIFO). `run_epoch` is an epoch's
+order of operations, `loop.train_epoch` a batch's; the reproducibility contract: docs/DESIGN.md 5.4.
 """
 
 from __future__ import annotations
@@ -36,8 +24,7 @@ from battui.engine import distributed, numerics, runfiles, seeding
 from battui.engine.build import RunParts, build_run
 from battui.engine.checkpoint import load_model_state
 from battui.engine.control import RunControl
-from battui.engine.evaluate import evaluate
-from battui.engine.events import CheckpointEvent, EvalEvent, Message, RunFinished, RunStarted, RunStatus
+from battui.engine.events import CheckpointEvent, Message, RunFinished, RunStatus
 from battui.engine.faults import WriteFault, low_space_warning
 from battui.engine.loop import attack_event, train_epoch
 from battui.engine.resume import StartPoint, restore, resume_config
@@ -53,72 +40,45 @@ class Trainer:
         self.cfg = cfg if cfg is not None else resume_config(resume)
         self.resume_dir = Path(resume) if resume else None
         self.files = runfiles.RunFiles(run_dir or self.resume_dir or Path())
+        self.files.listeners = self.listeners = list(listeners)
         self.control = control or RunControl()
-        self.listeners = list(listeners)
         self.parts: RunParts | None = None
         self.start = StartPoint()
         self.step, self.best_metric, self.failure = 0, None, None
         self.started = time.time()
 
-    @property
-    def run_dir(self) -> Path:
-        return self.files.path
-
-    @property
-    def events_path(self) -> Path:
-        return self.files.dir.events
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.files.dir.checkpoints
+    run_dir = property(lambda self: self.files.path)
+    events_path = property(lambda self: self.files.dir.events)
+    checkpoint_dir = property(lambda self: self.files.dir.checkpoints)
 
     def prepare(self, on_device: bool = True) -> Trainer:
         """Build the run, load a resumed run's last.pt, create the run directory; `UserError` on bad input.
         `on_device=False` (`train --detach`): built on the CPU (`build_run`); env.json still records the device."""
-        from battui.validate import validate_config
-
         cfg = self.cfg
-        validate_config(cfg)
         if self.resume_dir is None and self.run_dir == Path():
             runfiles.check_run_root(cfg.run.root)
         resuming = self.resume_dir is not None and RunDir(self.resume_dir).last.exists()
         self.parts = p = build_run(cfg, resuming=resuming, on_device=on_device)
         self.files.main = p.dist.is_main
         if self.resume_dir is not None:
-            self.files.lock_for_resume()  # before last.pt is read: never a stale state
-            try:
+            with self.files.resume_lock():  # before last.pt is read: never a stale state
                 self.start = restore(p, self.resume_dir, cfg.train.epochs) if resuming else StartPoint()
-            except BaseException:
-                self.files.release()
-                raise
             self.step, self.best_metric = self.start.step, self.start.best_metric
             self.files.saved = (self.start.epoch, self.start.batch) if resuming else None
         else:
             name = runfiles.new_run_dir(cfg) if p.dist.is_main and self.run_dir == Path() else self.run_dir
             self.files.path = Path(distributed.broadcast_object(str(name), p.dist))
-        if p.dist.is_main:
-            env = {**runfiles.env_record(p.device, cfg.train.seed, p.dist.world_size),
-                   "numerics": numerics.record(p.speed, cfg.train.deterministic, p.device)}
-            self.files.create(cfg, env, resumed=self.resume_dir is not None)
-            if cfg.run.tensorboard:
-                from battui.report.tensorboard import TensorBoardListener
+        env = {**runfiles.env_record(p.device, cfg.train.seed, p.dist.world_size),
+               "numerics": numerics.record(p.speed, cfg.train.deterministic, p.device)}
+        self.files.create(cfg, env, resumed=self.resume_dir is not None)  # rank 0 alone
+        if cfg.run.tensorboard and p.dist.is_main:
+            from battui.report.tensorboard import TensorBoardListener
 
-                self.listeners.append(TensorBoardListener(self.files.dir.tensorboard))  # RUN/tensorboard/, live
+            self.listeners.append(TensorBoardListener(self.files.dir.tensorboard))  # RUN/tensorboard/, live
         return self
 
     def emit(self, event) -> dict:
-        """Write `event` to events.jsonl and hand it to every listener (rank 0 only)."""
-        record = event.to_dict()
-        if not self.parts.dist.is_main:
-            return record
-        self.files.write_event(record)
-        for listener in list(self.listeners):
-            try:
-                listener(record)
-            except Exception as exc:  # a broken view must not stop training
-                self.listeners.remove(listener)
-                self.emit(Message(text=f"listener {listener!r} failed and was removed: {exc}", level="warning"))
-        return record
+        return self.files.publish(event)
 
     def run(self) -> RunStatus:
         """Train to the end (or until stopped); returns COMPLETED, INTERRUPTED or FAILED."""
@@ -132,9 +92,8 @@ class Trainer:
             status = self._write_failed(fault)
         except BaseException as exc:
             stopped = isinstance(exc, KeyboardInterrupt)
-            reason = "interrupted (KeyboardInterrupt)" if stopped else repr(exc)[:300]
-            self.emit(RunFinished(status=RunStatus.INTERRUPTED if stopped else RunStatus.FAILED, reason=reason,
-                                  epoch=self.start.epoch))
+            self.emit(RunFinished(status=RunStatus.INTERRUPTED if stopped else RunStatus.FAILED, epoch=self.start.epoch,
+                                  reason="interrupted (KeyboardInterrupt)" if stopped else repr(exc)[:300]))
             raise
         finally:
             self.files.close()
@@ -144,13 +103,7 @@ class Trainer:
 
     def _run(self) -> RunStatus:
         cfg, p, start = self.cfg, self.parts, self.start
-        self.emit(RunStarted(
-            run_name=self.run_dir.name, run_dir=str(self.run_dir), preset=cfg.preset, method=cfg.method.name,
-            dataset=cfg.data.name, model=cfg.model.name, device=str(p.device), classes=p.classes,
-            epochs=cfg.train.epochs, batches_per_epoch=len(p.train_batches), attack_steps=p.attack_steps,
-            train_size=p.train_size, eval_size=p.val_size, start_epoch=start.epoch, start_batch=start.batch,
-            world_size=p.dist.world_size, seed=cfg.train.seed, config=cfg.to_dict(),
-            precision=p.speed.precision_note))
+        self.emit(p.run_started(self.run_dir, start.epoch, start.batch))
         if start.path is not None:
             where = f"epoch {start.epoch + 1}" + (f" batch {start.batch + 1}" if start.batch else "")
             self.emit(Message(text=f"resumed from {start.path} at {where} ({p.device_note})"))
@@ -168,7 +121,7 @@ class Trainer:
         if averaged is not None:  # last.pt keeps the raw weights for resuming
             load_model_state(p.model, averaged, f"{cfg.method.name}'s averaged weights")
             self.save("averaged", cfg.train.epochs)
-        self.evaluate(p.test_batches, "test", epoch)
+        self.emit(p.evaluation(p.test_batches, "test", epoch))
         return self._finish(RunStatus.COMPLETED, cfg.train.epochs)
 
     def run_epoch(self, epoch: int, start_batch: int) -> RunStatus | None:
@@ -187,17 +140,16 @@ class Trainer:
         p.scheduler.step()
         metric = None
         if (epoch + 1) % max(1, self.cfg.eval.every) == 0 or epoch + 1 == epochs:
-            record = self.evaluate(p.val_batches, p.val_name, epoch, method_info)
+            record = self.emit(p.evaluation(p.val_batches, p.val_name, epoch, method_info))
             metric = [record["worst"]["robust"], record["avg"]["robust"]]  # worst-class, ties broken by the avg
+        if not self.finite_or_fail(epoch + 1):
+            return self._finish(RunStatus.FAILED, epoch)
         # best.pt, then last.pt, both holding the best metric this epoch's evaluation updated: a crash
         # between the two resumes from the previous last.pt and retrains this epoch to the same best.pt
         if metric is not None and (self.best_metric is None or metric < list(self.best_metric)):
-            if not p.weights_finite():
-                return self._finish(self._non_finite(epoch + 1), epoch)
             self.best_metric = metric
             self.save("best", epoch + 1, metric=metric[0])
-        if not self.save_last(epoch_done=epoch + 1):
-            return self._finish(RunStatus.FAILED, epoch)
+        self.save("last", epoch + 1)
         stop = distributed.agree_flags([self.control.stop.is_set()], p.dist, p.device)[0]
         if stop and epoch + 1 < epochs:  # after the last epoch only the test evaluation is left: finish it
             return self._finish(RunStatus.INTERRUPTED, epoch + 1)
@@ -214,7 +166,7 @@ class Trainer:
         end = train_epoch(self.parts.epoch_parts(self.control, self.started), epoch, step=self.step,
                           start_batch=start_batch, emit=self.emit, save=save)
         self.step = end.step
-        return self.fail(end.failure, epoch) if end.failure else end.outcome
+        return self.fail(end.failure) if end.failure else end.outcome
 
     def sync_network(self) -> None:  # rank 0's buffers on every rank: all validate, evaluate, save one network
         distributed.broadcast_buffers(self.parts.model, self.parts.dist)
@@ -222,11 +174,10 @@ class Trainer:
     def save_last(self, epoch_done: int, batch_done: int = 0, kind: str = "last") -> bool:
         """Save last.pt (all ranks call this; rank 0 writes; the callers ran `sync_network`). False when
         the weights went non-finite."""
-        if not self.parts.weights_finite():
-            self._non_finite(epoch_done)
-            return False
-        self.save(kind, epoch_done, batch_done)
-        return True
+        ok = self.finite_or_fail(epoch_done)
+        if ok:
+            self.save(kind, epoch_done, batch_done)
+        return ok
 
     def save(self, kind: str, epoch_done: int, batch_done: int = 0, metric: float | None = None) -> None:
         """Checkpoint `kind` (`RunFiles.save`): every rank calls this, as the gathers below are
@@ -240,34 +191,31 @@ class Trainer:
         if path is not None:
             self.emit(CheckpointEvent(epoch=epoch_done, path=str(path), kind=kind, metric=metric))
 
-    def evaluate(self, batches, split: str, epoch: int, method_info: dict | None = None) -> dict:
-        result = evaluate(self.parts.run_model, batches, num_classes=len(self.parts.classes), spec=self.parts.spec)
-        fields = {k: result[k] for k in ("n", "counts", "standard", "boundary", "robust", "avg", "worst",
-                                         "step_hist")}
-        return self.emit(EvalEvent(epoch=epoch, split=split, attack=result["attack"],
-                                   adv_confusion=result["adv_confusion"], method=method_info or {}, **fields))
+    def finite_or_fail(self, epoch_done: int) -> bool:
+        """False, the run failed (its message written), when the weights went non-finite."""
+        if self.parts.weights_finite():
+            return True
+        self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
+                  "last.pt keeps the last good weights; try a smaller train.lr")
+        return False
 
-    def _non_finite(self, epoch_done: int) -> RunStatus:
-        return self.fail(f"weights became non-finite by epoch {epoch_done + 1} (step {self.step}); "
-                         "last.pt keeps the last good weights; try a smaller train.lr", epoch_done)
-
-    def fail(self, reason: str, epoch: int) -> RunStatus:
+    def fail(self, reason: str) -> RunStatus:
         self.emit(Message(text=reason, level="error"))
-        self.failure = (reason, epoch)
+        self.failure = reason
         return RunStatus.FAILED
 
     def _write_failed(self, fault: WriteFault) -> RunStatus:
         saved = self.files.saved
-        self.failure = (fault.describe(self.run_dir, saved), saved[0] if saved else self.start.epoch)
+        self.failure, epoch = fault.describe(self.run_dir, saved), saved[0] if saved else self.start.epoch
         try:
-            return self._finish(RunStatus.FAILED, self.failure[1])
+            return self._finish(RunStatus.FAILED, epoch)
         except WriteFault:  # events.jsonl cannot take the line either: the listeners still hear it
             self.files.close_events()
-            return self._finish(RunStatus.FAILED, self.failure[1])
+            return self._finish(RunStatus.FAILED, epoch)
 
     def _finish(self, status: RunStatus, epoch: int) -> RunStatus:
         if status == RunStatus.FAILED and self.failure:
-            reason = self.failure[0]
+            reason = self.failure
         elif status == RunStatus.INTERRUPTED:
             reason = self.control.stop_reason or "stopped"
         else:
