@@ -115,7 +115,9 @@ class EvalConfig:
     batch_size: int = 256
     every: int = 1  # evaluate on the validation split every N epochs
     seed: int = 0  # the attack's random start, the same in training's evaluations and `battui eval`
-    amp: bool = False  # every evaluation runs fp32 whatever train.amp; true = bf16 autocast
+    # every evaluation runs fp32 whatever train.amp; true = bf16 autocast. A bool, not train.amp's
+    # auto|true|false: a reported number must not depend on the machine it was computed on
+    amp: bool = False
 
     @property
     def precision(self) -> str:

@@ -32,19 +32,6 @@ PROTECTED = ("data.", "model.", "method.", "attack.", "train.seed")
 RETIRED = ("data.on_device",)
 WIDTH_MODELS = ("cnn", "resnet18", "preact-resnet18")  # the models that take model.width
 
-# Method parameters: (low, high, low_open); None = unbounded. Keyed by parameter, or (method, parameter).
-_PARAMS: dict[Any, tuple[float | None, float | None, bool]] = {
-    "eps": (0.0, 1.0, True), "step_size": (0.0, 1.0, True), "steps": (1, MAX_ATTACK_STEPS, False),
-    "val_steps": (1, MAX_ATTACK_STEPS, False), "beta": (0.0, None, False), "alpha": (0.0, None, False),
-    "xi": (0.0, 1.0, True), "tau": (0.0, None, False), "rate": (0.0, None, False), "rate2": (0.0, None, False),
-    "lim": (0.0, None, False), "eps_scale_min": (0.0, None, True), "eps_scale_max": (0.0, None, True),
-    "omega": (0.0, None, False), "lambda1": (0.0, None, False), "lambda2": (0.0, None, False),
-    "warmup": (0.0, 1.0, False), "fawa_decay": (0.0, 1.0, False), "fawa_threshold": (0.0, 1.0, False),
-    "eta": (0.0, None, True), "num_classes": (2, 100_000, False), ("dafa", "lam"): (0.0, None, False),
-    ("gairat", "lam"): (None, None, False),
-}
-
-
 def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
 
@@ -112,15 +99,8 @@ def check_run_name(name: str) -> None:
 def _check_method(cfg) -> None:
     from battui.methods import method_from_config
 
-    for key, value in cfg.method.params.items():
-        rule = _PARAMS.get((cfg.method.name, key), _PARAMS.get(key))
-        if rule is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-            low, high, low_open = rule
-            check_number(f"method.{key}", value, low, high, low_open=low_open)
-    params = cfg.method.params
-    if "eps_scale_min" in params and "eps_scale_max" in params and params["eps_scale_min"] > params["eps_scale_max"]:
-        raise UserError("method.eps_scale_min must not exceed method.eps_scale_max")
-    method_from_config(cfg, num_classes=int(params.get("num_classes", 10)))  # the method's own checks
+    # the registry checks each parameter once (`build_method`: names, `Method.param_ranges`, the class)
+    method_from_config(cfg, num_classes=int(cfg.method.params.get("num_classes", 10)))
 
 
 def validate_config(cfg) -> None:

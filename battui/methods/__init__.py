@@ -22,6 +22,7 @@ from battui.attacks import PGDResult, class_sums, kl_logits, kl_uniform, pgd, su
 from battui.methods.base import AttackRecord, LossParts, Method, MethodOutput, float_parts, unwrap
 from battui.methods.contract import ContractCheck, assert_method_contract, check_method
 from battui.methods.plugins import MethodError, MethodSource, entry_points, resolve_external
+from battui.validate import check_number
 
 # The registry: one line per method, "module:Class" in battui/methods/, in the order help and tables list them.
 REGISTERED = (
@@ -91,7 +92,9 @@ def method_params(name: str) -> dict[str, Any]:
 
 
 def build_method(name: str, **params: Any) -> Method:
-    """Build a method by name; unknown names or parameters raise ValueError."""
+    """Build a method by name: the one check of its parameters. Unknown names or parameters raise
+    ValueError; a number outside the class's `param_ranges` a one-line `UserError` (`method.KEY must
+    be ...`); then the class's `__init__` checks the rest."""
     cls = _method_class(name)
     valid = cls.defaults()
     unknown = sorted(set(params) - set(valid))
@@ -99,6 +102,10 @@ def build_method(name: str, **params: Any) -> Method:
         raise ValueError(
             f"method {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
+    for key, value in params.items():
+        rule = cls.param_ranges.get(key)
+        if rule is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_number(f"method.{key}", value, rule[0], rule[1], low_open=rule[2])
     return cls(**params)
 
 

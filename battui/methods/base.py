@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from battui.attacks import unwrap as unwrap  # public API (battui.methods): the model's own state_dict keys (CFA's FAWA)
+from battui.validate import MAX_ATTACK_STEPS
 
 
 @dataclass
@@ -119,6 +120,17 @@ class Method(abc.ABC):
     needs_start: ClassVar[bool] = False  # refuses to train without train.init_from (FAAL)
     teacher_from: ClassVar[str] = ""  # the method `battui table` trains as the teacher when none is given (ABSLD)
     train_defaults: ClassVar[dict[str, Any]] = {}  # the method's own `train` schedule over the preset's (FAAL)
+    # each numeric parameter's range, (low, high, low_open), None = unbounded; checked by the registry
+    # (`build_method`) for the parameters a method takes. A subclass extends it: {**Method.param_ranges, ...}
+    param_ranges: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "eps": (0.0, 1.0, True), "step_size": (0.0, 1.0, True), "steps": (1, MAX_ATTACK_STEPS, False),
+        "val_steps": (1, MAX_ATTACK_STEPS, False), "beta": (0.0, None, False), "alpha": (0.0, None, False),
+        "xi": (0.0, 1.0, True), "tau": (0.0, None, False), "rate": (0.0, None, False), "rate2": (0.0, None, False),
+        "lim": (0.0, None, False), "eps_scale_min": (0.0, None, True), "eps_scale_max": (0.0, None, True),
+        "omega": (0.0, None, False), "lambda1": (0.0, None, False), "lambda2": (0.0, None, False),
+        "warmup": (0.0, 1.0, False), "fawa_decay": (0.0, 1.0, False), "fawa_threshold": (0.0, 1.0, False),
+        "eta": (0.0, None, True), "num_classes": (2, 100_000, False),
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -67,6 +67,7 @@ def dafa_weights(similarity: Tensor, lam: float) -> Tensor:
 class DAFA(Method):
     name = "dafa"
     label = "DAFA"
+    param_ranges = {**Method.param_ranges, "lam": (0.0, None, False)}
 
     def __init__(self, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
                  beta: float = 6.0, lam: float = 1.0, warmup: float = 70 / 110, xi: float = 0.001,

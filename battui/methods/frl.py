@@ -101,6 +101,8 @@ class FRL(Method):
         super().__init__(eps, step_size, steps)
         self.beta, self.tau, self.rate, self.rate2 = float(beta), float(tau), float(rate), float(rate2)
         self.lim = float(lim)
+        if eps_scale_min > eps_scale_max:
+            raise ValueError("eps_scale_min must not exceed eps_scale_max")
         self.eps_scale_min, self.eps_scale_max = float(eps_scale_min), float(eps_scale_max)
         self.val_steps, self.xi = int(val_steps), float(xi)
         self.num_classes = int(num_classes)
