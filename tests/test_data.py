@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from battui.config import DataConfig
 from battui.data import ArraySplit, Batches, DataSplits, build_datasets, crop_flip
 from battui.data import images as images_module
 from battui.data.synthetic import make_synthetic_pool
 from battui.errors import UserError
-from tests.support.dataset_files import (
-    CIFAR10_NAMES,
-    label_value,
-    write_cifar10,
-    write_cifar100,
-    write_imagenette,
-)
-
-
-def cfg(**kw) -> DataConfig:
-    return dataclasses.replace(DataConfig(), **kw)
+from tests.support.dataset_files import CIFAR10_NAMES, label_value, write_cifar10, write_cifar100, write_imagenette
+from tests.support.dataset_files import data_config as cfg
 
 
 def row_keys(images: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ saying how to get it, and a `folder` tree of generated PNGs trains end to end.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from battui.config import DataConfig
 from battui.data import build_datasets
 from battui.errors import UserError
 from tests.support.cli import run_many
@@ -25,10 +23,7 @@ from tests.support.dataset_files import (
     write_svhn,
     write_tiny_imagenet,
 )
-
-
-def cfg(**kw) -> DataConfig:
-    return dataclasses.replace(DataConfig(), **kw)
+from tests.support.dataset_files import data_config as cfg
 
 
 def top_row_labels(images: torch.Tensor, values: list[int]) -> torch.Tensor:

@@ -17,12 +17,15 @@ tiny-imagenet and image folders: the top row carries the two colours, the rest i
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from battui.config import DataConfig
 
 IMAGENETTE_WNIDS = [
     "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
@@ -228,3 +231,8 @@ def write_image_folder(root: str | Path, classes: tuple[str, ...] = ("cat", "dog
         _save_png(_labelled_images(labels, side, rng),
                   [folder / split / classes[c] / f"{i}.png" for i, c in enumerate(labels)])
     return folder
+
+
+def data_config(**kw) -> DataConfig:
+    """The default `data` section with `kw` replaced: the loaders' tests build configs with it."""
+    return dataclasses.replace(DataConfig(), **kw)
