@@ -171,3 +171,34 @@ def test_train_headless_and_watch_headless_print_the_same_lines(tmp_path):
     assert watched.returncode == 0, watched.stderr
     live = [line for line in out.stdout.splitlines() if "run directory " not in line]
     assert len(live) > 5 and watched.stdout.splitlines() == live
+
+
+@pytest.mark.parametrize("extra, code", [((), 0), (("--set", "run.on_hangup=bogus"), 2)])
+def test_the_trainer_is_freed_before_the_process_group_is_left(tmp_path, monkeypatch, one_thread, extra, code):
+    """Under DDP the network's wrapper holds the process group: when `distributed.shutdown` leaves the
+    group no trainer may be alive, on a completed run and on an error, or gloo's worker threads are torn
+    down in interpreter finalization, where they can abort the rank (seen once in CI)."""
+    import gc
+    import weakref
+
+    from battui.cli import main
+    from battui.cli import train as train_cli
+
+    made, alive = [], []
+    real_init = Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    def shutdown():
+        gc.collect()
+        alive.append([ref() is not None for ref in made])
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    monkeypatch.setattr(train_cli.distributed, "shutdown", shutdown)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--headless", "--preset", "synthetic-tiny", "--epochs", "1", "--set", f"run.root={tmp_path}",
+              *extra])
+    assert exit_info.value.code == code
+    assert alive == [[False]]

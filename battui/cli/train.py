@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import typer
@@ -93,6 +94,39 @@ def _detach(trainer: Trainer) -> int:
     return 0
 
 
+def _train(preset: str, set_: list[str], method: str | None, epochs: int | None, device: str | None,
+           resume: Path | None, run_name: str | None, detach: bool, headless: bool, tensorboard: bool,
+           allow_changes: bool) -> int:
+    """Build and run the trainer; returns the exit code. Under DDP its network (and the process group
+    its DDP wrapper holds) is freed when this returns, before `distributed.shutdown` leaves the group."""
+    overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
+    if tensorboard:
+        overrides.append("run.tensorboard=true")
+    control = RunControl()
+    if allow_changes and resume is None:
+        raise UserError("--allow-changes only applies to --resume RUN_DIR")
+    if resume is not None:
+        if run_name:
+            raise UserError("--run-name cannot be combined with --resume (the run keeps its directory)")
+        cfg = resume_config(resume, overrides, allow_changes=allow_changes, note=_say)
+        trainer = Trainer(cfg, resume=resume, control=control)
+    else:
+        trainer = Trainer(load_config(preset, overrides), control=control)
+    if trainer.cfg.run.on_hangup not in ("continue", "stop"):
+        raise UserError(f"run.on_hangup must be continue or stop, got '{trainer.cfg.run.on_hangup}'")
+    trainer.prepare(on_device=not detach)  # --detach: the background process is the first to touch the GPU
+    if trainer.parts.dist.is_main:
+        ranks = f" (rank 0 of {trainer.parts.dist.world_size})" if trainer.parts.dist.enabled else ""
+        _say(f"{trainer.parts.device_note}{ranks}; run directory {trainer.run_dir}")
+    if detach:
+        code = _detach(trainer)
+    elif headless or not sys.stdout.isatty() or dumb_terminal() or trainer.parts.dist.enabled:
+        code = _headless(trainer, control)
+    else:
+        code = _live(trainer, control)
+    return code
+
+
 @app.command("train")
 def train_command(
     preset: str = typer.Option("digits-cnn", "--preset", "-p",
@@ -136,32 +170,12 @@ def train_command(
     Dashboard keys: d detaches (training goes on in the background), q asks
     before stopping, ? lists every key; `battui watch` re-attaches.
     """
-    overrides = _overrides(set_, method, epochs, device, None if resume else run_name)
-    if tensorboard:
-        overrides.append("run.tensorboard=true")
-    control = RunControl()
-    if allow_changes and resume is None:
-        raise UserError("--allow-changes only applies to --resume RUN_DIR")
-    if resume is not None:
-        if run_name:
-            raise UserError("--run-name cannot be combined with --resume (the run keeps its directory)")
-        cfg = resume_config(resume, overrides, allow_changes=allow_changes, note=_say)
-        trainer = Trainer(cfg, resume=resume, control=control)
-    else:
-        trainer = Trainer(load_config(preset, overrides), control=control)
-    if trainer.cfg.run.on_hangup not in ("continue", "stop"):
-        raise UserError(f"run.on_hangup must be continue or stop, got '{trainer.cfg.run.on_hangup}'")
-    trainer.prepare(on_device=not detach)  # --detach: the background process is the first to touch the GPU
     try:
-        if trainer.parts.dist.is_main:
-            ranks = f" (rank 0 of {trainer.parts.dist.world_size})" if trainer.parts.dist.enabled else ""
-            _say(f"{trainer.parts.device_note}{ranks}; run directory {trainer.run_dir}")
-        if detach:
-            code = _detach(trainer)
-        elif headless or not sys.stdout.isatty() or dumb_terminal() or trainer.parts.dist.enabled:
-            code = _headless(trainer, control)
-        else:
-            code = _live(trainer, control)
+        code = _train(preset, set_, method, epochs, device, resume, run_name, detach, headless, tensorboard,
+                      allow_changes)
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # the finished frames let go of the trainer and its network
+        raise
     finally:
         distributed.shutdown()
     raise SystemExit(code)

@@ -28,6 +28,7 @@ gradients.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -89,8 +90,13 @@ def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
 
 def shutdown() -> None:
     """Leave the process group together: without the barrier a rank that tears gloo down
-    while its peer still finishes the run can abort ("terminate called without an active exception")."""
+    while its peer still finishes the run can abort ("terminate called without an active exception").
+
+    Call it once the trainer is released: a DDP wrapper still alive keeps the process group (and
+    gloo's worker threads) alive past `destroy_process_group`, to be torn down during interpreter
+    finalization, where gloo can abort the same way (seen once in CI, after a completed run)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # wrappers held only in reference cycles go now, while the interpreter is whole
         try:
             dist.barrier()
         except RuntimeError:  # a peer is already gone; nothing left to wait for
