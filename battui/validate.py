@@ -11,18 +11,21 @@ histogram has steps + 2 bins per class, a batch is held in memory at once).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-from battui.errors import UserError
+from battui.errors import (  # noqa: F401  (the limits are re-exported: battui.validate is where a reader looks)
+    MAX_ATTACK_STEPS,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_RESTARTS,
+    UserError,
+    check_number,
+    fmt_value,
+)
 
-MAX_ATTACK_STEPS = 1000  # PGD steps (training, evaluation, a method's validation attack)
-MAX_RESTARTS = 100
-MAX_BATCH_SIZE = 16384
-MAX_EPOCHS = 100_000
-MAX_IMAGE_SIZE = 1024
 SWITCHES = ("auto", "true", "false", "1", "0", "yes", "no", "on", "off")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # Settings that make a resumed run another experiment (data split, network, loss, training attack).
@@ -31,30 +34,6 @@ PROTECTED = ("data.", "model.", "method.", "attack.", "train.seed")
 # loads (the key is dropped), a resume does not count it as a change, `--set` refuses it as unknown.
 RETIRED = ("data.on_device",)
 WIDTH_MODELS = ("cnn", "resnet18", "preact-resnet18")  # the models that take model.width
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
-
-
-def check_number(key: str, value: Any, low: float | None = None, high: float | None = None, *,
-                 low_open: bool = False, hint: str = "") -> None:
-    """`value` is a finite number in [low, high] ((low, high] with `low_open`); else a one-line UserError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"{key} must be a finite number, got {value}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if not (too_low or too_high):
-        return
-    if low is not None and high is not None:
-        want = f"> {_fmt(low)} and <= {_fmt(high)}" if low_open else f"between {_fmt(low)} and {_fmt(high)}"
-    elif low is not None:
-        want = f"> {_fmt(low)}" if low_open else f">= {_fmt(low)}"
-    else:
-        want = f"<= {_fmt(high)}"
-    raise UserError(f"{key} must be {want}, got {_fmt(value)}{hint}")
-
 
 def _choice(key: str, value: Any, options: tuple[str, ...] | list[str]) -> None:
     if str(value).strip().lower() not in options:
@@ -223,7 +202,7 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 
 def describe_changes(changes: list[tuple[str, Any, Any]]) -> str:
-    show = lambda v: str(v) if isinstance(v, str) else _fmt(v)  # noqa: E731
+    show = lambda v: str(v) if isinstance(v, str) else fmt_value(v)  # noqa: E731
     return ", ".join(f"{key} {show(old)} -> {show(new)}" for key, old, new in changes)
 
 

@@ -19,10 +19,10 @@ from importlib import import_module
 from typing import Any
 
 from battui.attacks import PGDResult, class_sums, kl_logits, kl_uniform, pgd, sum_over_ranks
+from battui.errors import check_number
 from battui.methods.base import AttackRecord, LossParts, Method, MethodOutput, float_parts, unwrap
 from battui.methods.contract import ContractCheck, assert_method_contract, check_method
 from battui.methods.plugins import MethodError, MethodSource, entry_points, resolve_external
-from battui.validate import check_number
 
 # The registry: one line per method, "module:Class" in battui/methods/, in the order help and tables list them.
 REGISTERED = (

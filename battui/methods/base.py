@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from battui.attacks import unwrap as unwrap  # public API (battui.methods): the model's own state_dict keys (CFA's FAWA)
-from battui.validate import MAX_ATTACK_STEPS
+from battui.errors import MAX_ATTACK_STEPS
 
 
 @dataclass

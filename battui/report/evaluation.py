@@ -34,9 +34,8 @@ import torch
 from battui.config import EvalAttack
 from battui.engine.evaluate import attack_record, eval_attack, evaluate
 from battui.engine.metrics import kl_to_uniform, mean_steps, never_flipped, target_distribution
-from battui.errors import UserError
+from battui.errors import UserError, check_number
 from battui.report.foreign import Foreign, open_config, open_for_eval
-from battui.validate import check_number
 
 CACHE_VERSION = 3  # 2: precision, AutoAttack from pyautoattack with its per-attack breakdown; 3: per-image outcomes
 KEY_VERSION = 2  # hashed into the file name: a version-2 file is found, then re-evaluated in place
