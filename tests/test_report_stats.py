@@ -22,6 +22,7 @@ from battui.report import stats
 from battui.report.evaluation import evaluate_checkpoint
 from battui.report.formats import Estimate, Section, to_csv, to_json, to_markdown
 from battui.report.latex import to_latex
+from battui.report.layouts import _p_text
 from tests.support.checkpoints import make_checkpoint, tiny_config
 from tests.support.cli import assert_one_line_error, run_cli
 
@@ -94,6 +95,12 @@ def test_mcnemar_holm_and_seeds_needed_against_hand_computations() -> None:
     b = np.array([0, 0] + [1] * 8 + [1] * 5 + [0] * 7)
     assert stats.mcnemar(a, b) == pytest.approx(2 * (1 + 10 + 45) / 1024)
     assert stats.mcnemar(a, a) == 1.0
+    # a bootstrap p counts (k + 1) / (B + 1): 3 of 9 resamples at or below 0 -> 2 * 4 / 10; none -> the floor
+    assert stats.bootstrap_p(np.array([-1.0, 0.0, -2.0, 1, 2, 3, 4, 5, 6])) == pytest.approx(0.8)
+    assert stats.bootstrap_p(np.arange(1.0, 2000.0)) == pytest.approx(2 / 2000)
+    assert stats.bootstrap_p(np.zeros(7)) == 1.0
+    # an exact p that underflowed to 0.0 is printed as a bound, never as "0"
+    assert [_p_text(p) for p in (0.0, 3e-12, 0.0123)] == ["<1e-300", "3e-12", "0.012"]
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3p, max(2p, .03), max(1p, .06)
     # a paired t-test with effect size 0.5 (0.8) needs 34 (15) pairs for 80% power at 0.05 (Cohen; G*Power);
     # the difference of two methods varies by std * sqrt(2)

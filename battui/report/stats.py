@@ -117,8 +117,11 @@ def mcnemar(a_err: np.ndarray, b_err: np.ndarray) -> float:
 
 
 def bootstrap_p(distribution: np.ndarray) -> float:
-    """Two-sided p-value of a zero difference from a bootstrap distribution: twice its smaller tail at 0."""
-    return float(min(1.0, 2.0 * min(np.mean(distribution <= 0), np.mean(distribution >= 0))))
+    """Two-sided p-value of a zero difference from a bootstrap distribution: twice its smaller tail at 0,
+    counted as (k + 1) / (B + 1) (Davison & Hinkley 1997, 4.4): B resamples cannot show a p below
+    2 / (B + 1), so a distribution wholly on one side of 0 gives that floor, never 0."""
+    tail = min(np.count_nonzero(distribution <= 0), np.count_nonzero(distribution >= 0))
+    return float(min(1.0, 2.0 * (tail + 1) / (distribution.size + 1)))
 
 
 PAIR_HINT = "use --unpaired for a side-by-side report"
