@@ -16,7 +16,7 @@ The methods (scipy.stats throughout, except where noted):
   pairs (each image's two outcomes resampled together), and the exact McNemar test, a
   two-sided binomial test of the discordant pairs (`binomtest`; p = 1 with none); the
   worst-class difference has no exact test: its p-value is the bootstrap's (twice the
-  smaller tail share at 0);
+  smaller tail at 0, counted (k + 1) / (B + 1), so never below 2 / (B + 1));
 - over seeds: the t interval of the mean (`ttest_1samp`), the paired t-test of a row
   against the baseline, seed by seed (`ttest_rel`), and a hierarchical bootstrap of the
   difference (seeds resampled, then images within each seed, stratified by class). scipy
