@@ -264,7 +264,7 @@ def table_sections(rows: list[dict], *, title: str, lead_columns: list[str], not
 
 
 def _p_text(p: float) -> str:
-    """An exact test's p below the smallest double underflows to 0: shown as such, never as "0"."""
+    """p for a table cell; an exact test's p can underflow to 0.0, so below 1e-300 it is shown as that bound."""
     if p < 1e-300:
         return "<1e-300"
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
